@@ -1,0 +1,130 @@
+//! The command API process: HTTP commands and queries, and — when it holds the leader lock — the
+//! sequencer and relay that order committed events and publish them to JetStream.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use events::bus::leader::{self, LeaderConfig, LeaderProgress};
+use events::service::{self, CommonConfig, Readiness};
+use events::store::db;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Configuration; every flag also reads the environment variable of the same name.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "command-api", about = "Settlement engine command API")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Token of the admin API; without it the admin API refuses every request.
+    #[arg(long, env = "SETTLE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Take part in sequencer leadership (one process leads, the others stand by).
+    #[arg(long, env = "SETTLE_SEQUENCER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sequencer: bool,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+/// Runs the process until `shutdown`: migrations, durability check, HTTP, and sequencer duty.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.common.database_url, config.common.db_connections).await?;
+    db::migrate(&pool).await?;
+    db::check_durability(&pool).await?;
+    let js = events::bus::connect(&config.common.nats_url).await?;
+    events::bus::ensure_stream(&js, &config.common.bus()).await?;
+
+    let (progress, progress_rx) = watch::channel(LeaderProgress::default());
+    let sequencer = if config.sequencer {
+        let name = format!("command-api@{}:{}", hostname(), std::process::id());
+        let leader_config = LeaderConfig::new(
+            config.common.database_url.clone(),
+            name,
+            config.common.bus(),
+        );
+        Some(tokio::spawn(leader::run(
+            pool.clone(),
+            js.clone(),
+            leader_config,
+            progress,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+
+    let readiness: Readiness = {
+        let pool = pool.clone();
+        let nats = js.clone();
+        Arc::new(move || {
+            let (pool, nats, progress) = (pool.clone(), nats.clone(), progress_rx.clone());
+            Box::pin(async move {
+                let p = *progress.borrow();
+                vec![
+                    ("postgres", service::postgres_check(&pool).await),
+                    (
+                        "migrations",
+                        if db::migrations_applied(&pool).await {
+                            Ok(())
+                        } else {
+                            Err("pending".into())
+                        },
+                    ),
+                    ("nats", service::nats_check(&nats).await),
+                    (
+                        "relay",
+                        if p.published >= p.sequenced {
+                            Ok(())
+                        } else {
+                            Err(format!("{} behind", p.sequenced - p.published))
+                        },
+                    ),
+                ]
+            })
+        })
+    };
+    tracing::info!(listen = %listener.local_addr()?, "command-api listening");
+    service::serve(listener, service::ops_router(readiness), shutdown.clone()).await?;
+    if let Some(sequencer) = sequencer {
+        sequencer.await.context("sequencer task panicked")??;
+    }
+    pool.close().await;
+    tracing::info!("command-api stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The binary's entry point.
+pub async fn main_entry() -> anyhow::Result<()> {
+    service::init_tracing();
+    let config = Config::parse();
+    if let Some(Subcommand::Migrate) = config.command {
+        let pool = db::connect(&config.common.database_url, 2).await?;
+        db::migrate(&pool).await?;
+        println!("migrations applied");
+        return Ok(());
+    }
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    run(listener, config, service::shutdown_on_signal()).await
+}

@@ -1,0 +1,122 @@
+//! Upcasters: pure functions that lift a stored payload of an old schema version to the next
+//! version, so that only the current layout of each type is decoded into domain values.
+
+use super::DecodeError;
+
+/// One step: a payload of `(type_id, from_version)` becomes one of `from_version + 1`.
+#[derive(Clone, Copy, Debug)]
+pub struct Upcaster {
+    pub type_id: u32,
+    pub from_version: u16,
+    pub up: fn(&[u8]) -> Result<Vec<u8>, DecodeError>,
+}
+
+/// The product's upcasters. Every schema change of a published event adds one here.
+pub const UPCASTERS: &[Upcaster] = &[];
+
+/// Applies `upcasters` until `bytes` is at `current` version. A version newer than `current`,
+/// or an old version with no path up, is an error.
+pub fn upcast(
+    upcasters: &[Upcaster],
+    type_id: u32,
+    version: u16,
+    current: u16,
+    bytes: &[u8],
+) -> Result<Vec<u8>, DecodeError> {
+    let mut version = version;
+    let mut bytes = bytes.to_vec();
+    while version < current {
+        let step = upcasters
+            .iter()
+            .find(|u| u.type_id == type_id && u.from_version == version)
+            .ok_or(DecodeError::UnsupportedVersion {
+                type_id,
+                version,
+                current,
+            })?;
+        bytes = (step.up)(&bytes)?;
+        version += 1;
+    }
+    if version > current {
+        return Err(DecodeError::UnsupportedVersion {
+            type_id,
+            version,
+            current,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    // A type that grew a field between v1 and v2, as a published event would.
+    #[derive(Serialize, Deserialize)]
+    struct V1 {
+        name: String,
+    }
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        name: String,
+        broker: bool,
+    }
+
+    fn v1_to_v2(bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+        let old: V1 = postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed {
+            what: "payload",
+            reason: e.to_string(),
+        })?;
+        postcard::to_stdvec(&V2 {
+            name: old.name,
+            broker: false,
+        })
+        .map_err(|e| DecodeError::Malformed {
+            what: "payload",
+            reason: e.to_string(),
+        })
+    }
+
+    const STEPS: &[Upcaster] = &[Upcaster {
+        type_id: 9,
+        from_version: 1,
+        up: v1_to_v2,
+    }];
+
+    #[test]
+    fn lifts_old_versions_and_refuses_unknown_ones() {
+        let v1 = postcard::to_stdvec(&V1 { name: "n".into() }).unwrap();
+        let lifted = upcast(STEPS, 9, 1, 2, &v1).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<V2>(&lifted).unwrap(),
+            V2 {
+                name: "n".into(),
+                broker: false
+            }
+        );
+        let v2 = postcard::to_stdvec(&V2 {
+            name: "n".into(),
+            broker: true,
+        })
+        .unwrap();
+        assert_eq!(upcast(STEPS, 9, 2, 2, &v2).unwrap(), v2);
+        assert_eq!(
+            upcast(STEPS, 9, 3, 2, &v2),
+            Err(DecodeError::UnsupportedVersion {
+                type_id: 9,
+                version: 3,
+                current: 2
+            })
+        );
+        assert_eq!(
+            upcast(STEPS, 8, 1, 2, &v1),
+            Err(DecodeError::UnsupportedVersion {
+                type_id: 8,
+                version: 1,
+                current: 2
+            })
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! The event vocabulary: every event the product records, each with a permanent type id.
+//!
+//! A type id is never reused and a published `(type id, schema version)` layout never changes;
+//! a changed layout is a new version plus an upcaster in `codec::upcast`.
+
+use serde::{Deserialize, Serialize};
+
+use super::enterprise::{EnterpriseCreated, EnterpriseLicenseSet};
+
+/// Microseconds since the Unix epoch, UTC. The domain never reads a clock: callers pass it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+/// A permanent event type: id, current schema version and a stable name for logs and audit JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventType {
+    pub id: u32,
+    pub version: u16,
+    pub name: &'static str,
+}
+
+macro_rules! vocabulary {
+    ($( $variant:ident = $id:literal v $version:literal ),* $(,)?) => {
+        /// Every event of the product, as one value.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum DomainEvent {
+            $( $variant($variant), )*
+        }
+
+        impl DomainEvent {
+            /// Every current event type, for the codec's registry and its golden corpus.
+            pub const TYPES: &'static [EventType] = &[
+                $( EventType { id: $id, version: $version, name: stringify!($variant) }, )*
+            ];
+
+            pub fn event_type(&self) -> EventType {
+                match self {
+                    $( Self::$variant(_) => EventType { id: $id, version: $version, name: stringify!($variant) }, )*
+                }
+            }
+
+            /// Encodes the payload (without type id or version) as postcard.
+            pub fn encode_payload(&self) -> Result<Vec<u8>, postcard::Error> {
+                match self {
+                    $( Self::$variant(e) => postcard::to_stdvec(e), )*
+                }
+            }
+
+            /// Decodes a payload of the current version of type `type_id`; `None` for an unknown id.
+            pub fn decode_payload(type_id: u32, bytes: &[u8]) -> Option<Result<Self, postcard::Error>> {
+                match type_id {
+                    $( $id => Some(postcard::from_bytes(bytes).map(Self::$variant)), )*
+                    _ => None,
+                }
+            }
+        }
+
+        $( impl From<$variant> for DomainEvent {
+            fn from(e: $variant) -> Self { Self::$variant(e) }
+        } )*
+    };
+}
+
+vocabulary! {
+    EnterpriseCreated = 1 v 1,
+    EnterpriseLicenseSet = 2 v 1,
+}

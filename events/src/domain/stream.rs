@@ -1,0 +1,102 @@
+//! Stream names: `category` + `id`, both restricted to characters that are safe as NATS subject
+//! tokens and SQL text, so a name can never smuggle a wildcard or separator into a subject.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest category or id, in bytes.
+pub const STREAM_TOKEN_LEN_MAX: usize = 64;
+
+/// The name of one event stream, e.g. `settlement` / `0b1c…`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StreamName {
+    category: String,
+    id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamNameError {
+    #[error("stream {0} is empty")]
+    Empty(&'static str),
+    #[error("stream {0} is longer than {STREAM_TOKEN_LEN_MAX} bytes")]
+    TooLong(&'static str),
+    #[error("stream {0} may hold only ASCII letters, digits, '-' and '_'")]
+    BadCharacter(&'static str),
+}
+
+fn check_token(what: &'static str, token: &str) -> Result<(), StreamNameError> {
+    if token.is_empty() {
+        return Err(StreamNameError::Empty(what));
+    }
+    if token.len() > STREAM_TOKEN_LEN_MAX {
+        return Err(StreamNameError::TooLong(what));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(StreamNameError::BadCharacter(what));
+    }
+    Ok(())
+}
+
+impl StreamName {
+    pub fn parse(category: &str, id: &str) -> Result<Self, StreamNameError> {
+        check_token("category", category)?;
+        check_token("id", id)?;
+        Ok(Self {
+            category: category.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+
+    /// A stream keyed by a UUID, the common case (`enterprise`/`<uuid>`).
+    pub fn for_uuid(category: &str, id: uuid::Uuid) -> Result<Self, StreamNameError> {
+        Self::parse(category, &id.to_string())
+    }
+
+    pub fn category(&self) -> &str {
+        &self.category
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.category, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_subject_safe_tokens_only() {
+        assert!(StreamName::parse("settlement", "abc-DEF_123").is_ok());
+        assert_eq!(
+            StreamName::parse("", "x"),
+            Err(StreamNameError::Empty("category"))
+        );
+        assert_eq!(
+            StreamName::parse("a", ""),
+            Err(StreamNameError::Empty("id"))
+        );
+        for bad in ["a.b", "a*", ">", "a b", "é"] {
+            assert_eq!(
+                StreamName::parse("c", bad),
+                Err(StreamNameError::BadCharacter("id")),
+                "{bad}"
+            );
+        }
+        let long = "x".repeat(STREAM_TOKEN_LEN_MAX + 1);
+        assert_eq!(
+            StreamName::parse(&long, "x"),
+            Err(StreamNameError::TooLong("category"))
+        );
+    }
+}

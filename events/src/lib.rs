@@ -1,0 +1,11 @@
+//! The settlement engine's domain as events, and the event log that stores and carries them.
+//!
+//! `domain` and `codec` are pure (no I/O, no clock, no randomness); `store` is the only code that
+//! writes events (Postgres); `bus` is the only code that speaks NATS; `service` holds what every
+//! process shares (configuration, health, metrics, shutdown).
+
+pub mod bus;
+pub mod codec;
+pub mod domain;
+pub mod service;
+pub mod store;

@@ -1,0 +1,30 @@
+//! The event store on Postgres: the only code that writes events. Append (multi-stream, optimistic,
+//! one round trip), load, command idempotency, nonces, the gap-free sequencer and chain verification.
+
+mod append;
+pub mod db;
+mod execute;
+pub mod sequencer;
+pub mod verify;
+
+pub use append::{
+    AppendError, AppendRequest, Appended, EventStore, NewEvent, NonceClaim, NonceState,
+    StoredOutcome,
+};
+pub use execute::{
+    execute, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream, EXECUTE_ATTEMPTS_MAX,
+};
+pub use sequencer::{Leadership, Sequencer, StepOutcome};
+pub use verify::{verify_chain, ChainFault, ChainReport};
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::event::Timestamp;
+
+pub(crate) fn to_datetime(t: Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.0).unwrap_or_default()
+}
+
+pub(crate) fn from_datetime(t: DateTime<Utc>) -> Timestamp {
+    Timestamp(t.timestamp_micros())
+}

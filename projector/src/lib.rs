@@ -1,0 +1,93 @@
+//! The projector process: JetStream consumers that apply events to read models, each batch and its
+//! checkpoint in one Postgres transaction.
+
+pub mod catalog;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use events::bus::consumer::{Consumer, ConsumerConfig};
+use events::service::{self, CommonConfig, Readiness};
+use events::store::db;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "projector", about = "Settlement engine projector")]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+}
+
+/// Durable consumer (and checkpoint) name of the event catalog projection.
+pub const CATALOG_CONSUMER: &str = "projector-catalog";
+
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = db::connect(&config.common.database_url, config.common.db_connections).await?;
+    db::migrate(&pool).await?;
+    let js = events::bus::connect(&config.common.nats_url).await?;
+    let bus = config.common.bus();
+    let consumer = Consumer::new(
+        pool.clone(),
+        js.clone(),
+        ConsumerConfig::new(CATALOG_CONSUMER, bus.clone()),
+        catalog::Catalog,
+    )
+    .await?;
+    let consumer = tokio::spawn(consumer.run(shutdown.clone()));
+
+    let readiness: Readiness = {
+        let (pool, js) = (pool.clone(), js.clone());
+        Arc::new(move || {
+            let (pool, js, bus) = (pool.clone(), js.clone(), bus.clone());
+            Box::pin(async move {
+                let lag = match (
+                    events::bus::stream_last_sequence(&js, &bus).await,
+                    events::bus::consumer::load_checkpoint(&pool, CATALOG_CONSUMER).await,
+                ) {
+                    (Ok(last), Ok(checkpoint)) if last <= checkpoint + 10_000 => Ok(()),
+                    (Ok(last), Ok(checkpoint)) => {
+                        Err(format!("{} events behind", last - checkpoint))
+                    }
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, Err(e)) => Err(e.to_string()),
+                };
+                vec![
+                    ("postgres", service::postgres_check(&pool).await),
+                    (
+                        "migrations",
+                        if db::migrations_applied(&pool).await {
+                            Ok(())
+                        } else {
+                            Err("pending".into())
+                        },
+                    ),
+                    ("nats", service::nats_check(&js).await),
+                    ("lag", lag),
+                ]
+            })
+        })
+    };
+    tracing::info!(listen = %listener.local_addr()?, "projector listening");
+    service::serve(listener, service::ops_router(readiness), shutdown.clone()).await?;
+    consumer.await.context("consumer task panicked")??;
+    pool.close().await;
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+pub async fn main_entry() -> anyhow::Result<()> {
+    service::init_tracing();
+    let config = Config::parse();
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    run(listener, config, service::shutdown_on_signal()).await
+}
