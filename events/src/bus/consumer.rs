@@ -67,8 +67,10 @@ pub enum ConsumerStep {
 enum Verdict {
     /// Done with; `AckPolicy::All` makes one ack of the last message cover the batch.
     Ack,
-    /// Try again later (the transaction failed).
-    Nak,
+    /// The batch was not applied. JetStream would go on delivering later messages, and one ack
+    /// of a later batch would cover this one too, so the durable consumer is recreated at
+    /// checkpoint + 1 instead: the checkpoint in Postgres is the truth, the durable a cursor.
+    Rewind,
 }
 
 pub struct Consumer<P> {
@@ -187,14 +189,14 @@ impl<P: Projection> Consumer<P> {
             }
         }
         if fresh.is_empty() {
-            settle(&messages, Verdict::Ack).await;
+            self.settle(&messages, Verdict::Ack).await;
             return Ok(ConsumerStep::Skipped {
                 messages: messages.len(),
             });
         }
         match self.apply(&fresh).await {
             Ok(checkpoint) => {
-                settle(&messages, Verdict::Ack).await;
+                self.settle(&messages, Verdict::Ack).await;
                 self.checkpoint = checkpoint;
                 Ok(ConsumerStep::Applied {
                     events: fresh.len(),
@@ -202,10 +204,10 @@ impl<P: Projection> Consumer<P> {
                 })
             }
             Err(e) => {
-                settle(&messages, Verdict::Nak).await;
                 self.checkpoint = load_checkpoint(&self.pool, &self.config.name)
                     .await
                     .unwrap_or(self.checkpoint);
+                self.settle(&messages, Verdict::Rewind).await;
                 Err(e)
             }
         }
@@ -241,6 +243,11 @@ impl<P: Projection> Consumer<P> {
                 }
                 expected += 1;
             }
+        } else if fresh.windows(2).any(|w| w[1].position <= w[0].position) {
+            bail!(
+                "consumer {} received positions out of order",
+                self.config.name
+            );
         }
         let last = fresh.last().map_or(self.checkpoint, |e| e.position);
         let mut tx = self.pool.begin().await?;
@@ -261,6 +268,32 @@ impl<P: Projection> Consumer<P> {
         }
         tx.commit().await?;
         Ok(last)
+    }
+
+    /// The one place messages are answered.
+    async fn settle(&mut self, messages: &[Message], verdict: Verdict) {
+        match verdict {
+            Verdict::Ack => {
+                if let Some(last) = messages.last() {
+                    if let Err(e) = last.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the batch will be redelivered and skipped");
+                    }
+                }
+            }
+            Verdict::Rewind => {
+                self.pull = None;
+                match self.js.get_stream(&self.config.bus.stream).await {
+                    Ok(stream) => {
+                        if let Err(e) = stream.delete_consumer(&self.config.name).await {
+                            tracing::warn!(error = %e, "cannot rewind consumer; it is recreated on the next step");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot rewind consumer: stream unavailable")
+                    }
+                }
+            }
+        }
     }
 
     /// Steps until `shutdown`, backing off after errors.
@@ -284,25 +317,5 @@ impl<P: Projection> Consumer<P> {
             }
         }
         Ok(())
-    }
-}
-
-async fn settle(messages: &[Message], verdict: Verdict) {
-    match verdict {
-        Verdict::Ack => {
-            if let Some(last) = messages.last() {
-                if let Err(e) = last.ack().await {
-                    tracing::warn!(error = %e, "ack failed; the batch will be redelivered and skipped");
-                }
-            }
-        }
-        Verdict::Nak => {
-            for message in messages {
-                message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await
-                    .ok();
-            }
-        }
     }
 }

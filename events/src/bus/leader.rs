@@ -150,6 +150,7 @@ async fn lead(
             Err(e) => break Err(e.into()),
         }
     };
+    leadership.release().await;
     // Let the relay publish what was sequenced, then stop it.
     drop(batches);
     if result.is_err() {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::{from_datetime, to_datetime};
@@ -115,6 +115,18 @@ impl EventStore {
 
     /// Appends all of a command's events atomically, or nothing.
     pub async fn append(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
+        let mut conn = self.pool.acquire().await?;
+        append_on(&mut conn, request).await
+    }
+}
+
+/// Appends on `conn`: in autocommit mode the append is its own transaction; inside a transaction
+/// the caller's COMMIT makes it durable (tests use this to delay commits on purpose).
+pub async fn append_on(
+    conn: &mut PgConnection,
+    request: &AppendRequest,
+) -> Result<Appended, AppendError> {
+    {
         let mut heads: BTreeMap<&StreamName, (u64, u64)> = request
             .expected
             .iter()
@@ -171,7 +183,7 @@ impl EventStore {
         .bind(nonce.map(|n| n.scope.as_str()))
         .bind(nonce.map(|n| n.nonce.as_str()))
         .bind(nonce.map(|n| n.payload_hash.as_slice()))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await;
         match result {
             Ok(txid) => Ok(Appended {
@@ -189,7 +201,9 @@ impl EventStore {
             Err(e) => Err(AppendError::Database(e)),
         }
     }
+}
 
+impl EventStore {
     /// Loads every event of the given streams, each stream in version order.
     pub async fn load(&self, streams: &[StreamName]) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let cats: Vec<&str> = streams.iter().map(|s| s.category()).collect();

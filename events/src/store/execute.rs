@@ -126,10 +126,14 @@ pub async fn execute<R>(
     mut decide: impl FnMut(&Loaded) -> Result<Decision, R>,
 ) -> Result<Executed<R>, ExecuteError> {
     for _ in 0..EXECUTE_ATTEMPTS_MAX {
+        // Load first, then look for an earlier outcome: the outcome commits with the events, so
+        // if a twin of this command committed before the load, the look-up sees it; if after,
+        // the append below conflicts and the next round sees it. The other order would let a
+        // twin's events be decided on as if they were someone else's.
+        let loaded = load(store, &command.streams).await?;
         if let Some(outcome) = earlier_outcome(store, command).await? {
             return Ok(Executed::Replayed { outcome });
         }
-        let loaded = load(store, &command.streams).await?;
         let decision = match decide(&loaded) {
             Ok(decision) => decision,
             Err(rejection) => return Ok(Executed::Rejected(rejection)),

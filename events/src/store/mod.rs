@@ -8,7 +8,7 @@ pub mod sequencer;
 pub mod verify;
 
 pub use append::{
-    AppendError, AppendRequest, Appended, EventStore, NewEvent, NonceClaim, NonceState,
+    append_on, AppendError, AppendRequest, Appended, EventStore, NewEvent, NonceClaim, NonceState,
     StoredOutcome,
 };
 pub use execute::{

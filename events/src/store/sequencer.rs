@@ -74,6 +74,16 @@ impl Leadership {
         self.epoch
     }
 
+    /// Gives the lead up at once (graceful shutdown), so a standby need not wait for the session
+    /// to time out.
+    pub async fn release(mut self) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LEADER_LOCK_KEY)
+            .execute(&mut self.lock)
+            .await;
+        let _ = self.lock.close().await;
+    }
+
     /// Whether the lock's session is still alive (the lock dies with it).
     pub async fn still_held(&mut self) -> bool {
         sqlx::query("SELECT 1")

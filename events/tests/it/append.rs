@@ -1,0 +1,148 @@
+//! Optimistic concurrency and all-or-nothing multi-stream appends.
+
+use events::codec::EncodedEvent;
+use events::store::{AppendError, EventStore, NewEvent};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn two_writers_on_one_stream_exactly_one_wins() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let s = stream("account", "a1");
+    store
+        .append(&append_request(&s, 0, 2, new_command()))
+        .await
+        .expect("first append");
+
+    // Both load version 2 and race to append.
+    let (first, second) = (
+        append_request(&s, 2, 3, new_command()),
+        append_request(&s, 2, 1, new_command()),
+    );
+    let (a, b) = tokio::join!(store.append(&first), store.append(&second));
+    let wins = [a.is_ok(), b.is_ok()].iter().filter(|w| **w).count();
+    assert_eq!(wins, 1, "exactly one writer wins: {a:?} {b:?}");
+    let loser = if a.is_ok() { b } else { a };
+    assert!(
+        matches!(loser, Err(AppendError::Conflict)),
+        "the other gets a conflict: {loser:?}"
+    );
+    let loaded = store.load(&[s.clone()]).await.unwrap();
+    let versions: Vec<u64> = loaded.iter().map(|e| e.version).collect();
+    assert!(
+        versions == vec![1, 2, 3, 4, 5] || versions == vec![1, 2, 3],
+        "versions {versions:?}"
+    );
+
+    // A stale expected version and a "new" stream that exists are conflicts too.
+    assert!(matches!(
+        store.append(&append_request(&s, 1, 1, new_command())).await,
+        Err(AppendError::Conflict)
+    ));
+    assert!(matches!(
+        store.append(&append_request(&s, 0, 1, new_command())).await,
+        Err(AppendError::Conflict)
+    ));
+    // Expecting a version of a stream that does not exist is a conflict, not a creation.
+    let ghost = stream("account", "ghost");
+    assert!(matches!(
+        store
+            .append(&append_request(&ghost, 4, 1, new_command()))
+            .await,
+        Err(AppendError::Conflict)
+    ));
+    assert!(store.load(&[ghost]).await.unwrap().is_empty());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn multi_stream_append_is_all_or_nothing() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let (a, b) = (stream("settlement", "s1"), stream("connection", "c1"));
+    store
+        .append(&append_request(&b, 0, 1, new_command()))
+        .await
+        .unwrap();
+
+    let event = |s: &events::domain::StreamName| NewEvent {
+        stream: s.clone(),
+        event: EncodedEvent {
+            type_id: 1,
+            schema_version: 1,
+            payload: vec![1, 2, 3],
+        },
+    };
+    // b is at 1, the command expects 0: nothing may be written to a either.
+    let mut bad = append_request(&a, 0, 2, new_command());
+    bad.expected.push((b.clone(), 0));
+    bad.events.push(event(&b));
+    assert!(matches!(
+        store.append(&bad).await,
+        Err(AppendError::Conflict)
+    ));
+    assert!(
+        store.load(&[a.clone()]).await.unwrap().is_empty(),
+        "no event of a refused append remains"
+    );
+    assert_eq!(
+        store.command_outcome(bad.command_id).await.unwrap(),
+        None,
+        "no outcome recorded"
+    );
+
+    let mut good = append_request(&a, 0, 2, new_command());
+    good.expected.push((b.clone(), 1));
+    good.events.push(event(&b));
+    let appended = store
+        .append(&good)
+        .await
+        .expect("consistent multi-stream append");
+    assert_eq!(appended.event_ids.len(), 3);
+    let loaded = store.load(&[a.clone(), b.clone()]).await.unwrap();
+    let by_stream: Vec<(String, u64)> = loaded
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version))
+        .collect();
+    assert_eq!(
+        by_stream,
+        vec![
+            ("connection.c1".into(), 1),
+            ("connection.c1".into(), 2),
+            ("settlement.s1".into(), 1),
+            ("settlement.s1".into(), 2)
+        ]
+    );
+
+    // An event for a stream the command did not declare is refused before touching the database.
+    let mut undeclared = append_request(&a, 2, 1, new_command());
+    undeclared
+        .events
+        .push(event(&stream("connection", "other")));
+    assert!(matches!(
+        store.append(&undeclared).await,
+        Err(AppendError::UndeclaredStream(_))
+    ));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn stored_events_cannot_be_changed_or_removed() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    store
+        .append(&append_request(&stream("a", "1"), 0, 1, new_command()))
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE events SET payload = '\\x00'",
+        "DELETE FROM events",
+        "TRUNCATE events CASCADE",
+    ] {
+        let refused = sqlx::query(statement).execute(&db.pool).await;
+        assert!(refused.is_err(), "{statement} must be refused");
+    }
+    assert_eq!(store.load(&[stream("a", "1")]).await.unwrap().len(), 1);
+    db.drop_db().await;
+}
