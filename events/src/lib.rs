@@ -9,3 +9,5 @@ pub mod codec;
 pub mod domain;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -20,6 +20,15 @@ pub struct Config {
     pub common: CommonConfig,
     #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Re-walk the whole hash chain from position 1 and report the first bad position.
+    /// Exits 0 when the chain verifies, 1 when it does not.
+    VerifyChain,
 }
 
 /// Durable consumer (and checkpoint) name of the event catalog projection.
@@ -83,9 +92,34 @@ pub async fn run(
     Ok(())
 }
 
+/// The auditor's view of a verification, as JSON.
+pub fn verify_report_json(report: &events::store::ChainReport) -> serde_json::Value {
+    let fault = match &report.fault {
+        None => serde_json::Value::Null,
+        Some(events::store::ChainFault::HashMismatch { position }) => {
+            serde_json::json!({"kind": "hashMismatch", "position": position})
+        }
+        Some(events::store::ChainFault::Gap { expected, found }) => {
+            serde_json::json!({"kind": "gap", "position": expected, "found": found})
+        }
+    };
+    serde_json::json!({
+        "verified": report.fault.is_none(),
+        "checkedPositions": report.checked,
+        "headHash": hex::encode(report.head_hash),
+        "firstFault": fault,
+    })
+}
+
 pub async fn main_entry() -> anyhow::Result<()> {
     service::init_tracing();
     let config = Config::parse();
+    if let Some(Subcommand::VerifyChain) = config.command {
+        let pool = db::connect(&config.common.database_url, 2).await?;
+        let report = events::store::verify_chain(&pool).await?;
+        println!("{}", verify_report_json(&report));
+        std::process::exit(if report.fault.is_none() { 0 } else { 1 });
+    }
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

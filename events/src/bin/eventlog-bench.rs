@@ -838,7 +838,8 @@ async fn bench_latency(ctx: &Ctx, results: &mut Results) -> Result<()> {
         commits: HashMap::new(),
         acked_early: HashMap::new(),
         early: 0,
-        histogram: Histogram::new(3).context("histogram")?,
+        // Fixed bounds (1 µs .. 1 h): `saturating_record` never grows a histogram, it clamps.
+        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram")?,
     }));
     let observer: RelayObserver = {
         let state = state.clone();

@@ -198,6 +198,11 @@ impl<P: Projection> Consumer<P> {
             Ok(checkpoint) => {
                 self.settle(&messages, Verdict::Ack).await;
                 self.checkpoint = checkpoint;
+                let consumer = self.config.name.clone();
+                metrics::counter!("settle_consumer_applied_total", "consumer" => consumer.clone())
+                    .increment(fresh.len() as u64);
+                metrics::gauge!("settle_consumer_checkpoint", "consumer" => consumer)
+                    .set(checkpoint as f64);
                 Ok(ConsumerStep::Applied {
                     events: fresh.len(),
                     checkpoint,
@@ -232,16 +237,14 @@ impl<P: Projection> Consumer<P> {
     /// One transaction: the projection's changes and the checkpoint, or neither.
     async fn apply(&mut self, fresh: &[SequencedEvent]) -> anyhow::Result<u64> {
         if self.config.filter_subject.is_none() {
-            let mut expected = self.checkpoint + 1;
-            for event in fresh {
-                if event.position != expected {
-                    bail!(
-                        "consumer {} expected position {expected}, got {}",
-                        self.config.name,
-                        event.position
-                    );
-                }
-                expected += 1;
+            // Unfiltered, positions must be dense: a hole would be a lost event.
+            let expected = self.checkpoint + 1..;
+            if let Some((want, event)) = expected.zip(fresh).find(|(want, e)| e.position != *want) {
+                bail!(
+                    "consumer {} expected position {want}, got {}",
+                    self.config.name,
+                    event.position
+                );
             }
         } else if fresh.windows(2).any(|w| w[1].position <= w[0].position) {
             bail!(

@@ -121,6 +121,7 @@ async fn lead(
         relay_stop.clone(),
     ));
     progress.send_modify(|p| p.sequenced = sequencer.last_position());
+    metrics::gauge!("settle_sequencer_leader").set(1.0);
     let mut lock_checked = Instant::now();
     let result = loop {
         if shutdown.is_cancelled() {
@@ -128,7 +129,9 @@ async fn lead(
         }
         match sequencer.step().await {
             Ok(StepOutcome::Sequenced(batch)) => {
+                metrics::counter!("settle_events_sequenced_total").increment(batch.len() as u64);
                 let head = sequencer.last_position();
+                metrics::gauge!("settle_sequencer_position").set(head as f64);
                 progress.send_modify(|p| p.sequenced = head);
                 if batches.send(batch).await.is_err() {
                     break Err(anyhow::anyhow!("relay stopped"));
@@ -151,6 +154,7 @@ async fn lead(
         }
     };
     leadership.release().await;
+    metrics::gauge!("settle_sequencer_leader").set(0.0);
     // Let the relay publish what was sequenced, then stop it.
     drop(batches);
     if result.is_err() {

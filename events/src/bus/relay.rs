@@ -140,6 +140,8 @@ impl Relay {
             }
             self.published = position;
         }
+        metrics::counter!("settle_events_published_total").increment(fresh.len() as u64);
+        metrics::gauge!("settle_relay_position").set(self.published as f64);
         if let Some(observer) = &self.observer {
             observer(batch, Instant::now());
         }

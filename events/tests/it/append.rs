@@ -28,7 +28,7 @@ async fn two_writers_on_one_stream_exactly_one_wins() {
         matches!(loser, Err(AppendError::Conflict)),
         "the other gets a conflict: {loser:?}"
     );
-    let loaded = store.load(&[s.clone()]).await.unwrap();
+    let loaded = store.load(std::slice::from_ref(&s)).await.unwrap();
     let versions: Vec<u64> = loaded.iter().map(|e| e.version).collect();
     assert!(
         versions == vec![1, 2, 3, 4, 5] || versions == vec![1, 2, 3],
@@ -83,7 +83,11 @@ async fn multi_stream_append_is_all_or_nothing() {
         Err(AppendError::Conflict)
     ));
     assert!(
-        store.load(&[a.clone()]).await.unwrap().is_empty(),
+        store
+            .load(std::slice::from_ref(&a))
+            .await
+            .unwrap()
+            .is_empty(),
         "no event of a refused append remains"
     );
     assert_eq!(

@@ -37,7 +37,7 @@ async fn a_standby_takes_over_a_dead_leader_without_gap_or_duplicate() {
         tokio::spawn(async move {
             for c in 0..COMMANDS {
                 let s = stream("failover", &format!("s{}", c % 7));
-                let version = store.load(&[s.clone()]).await.unwrap().len() as u64;
+                let version = store.load(std::slice::from_ref(&s)).await.unwrap().len() as u64;
                 store
                     .append(&append_request(
                         &s,

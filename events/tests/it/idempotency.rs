@@ -73,7 +73,7 @@ async fn the_same_command_twice_appends_once_and_answers_the_same() {
         }
     );
     assert_eq!(
-        store.load(&[s.clone()]).await.unwrap().len(),
+        store.load(std::slice::from_ref(&s)).await.unwrap().len(),
         1,
         "one set of events"
     );
@@ -176,7 +176,7 @@ async fn nonces_replay_with_the_same_payload_and_refuse_another() {
         }
     );
     assert!(store
-        .load(&[other_stream.clone()])
+        .load(std::slice::from_ref(&other_stream))
         .await
         .unwrap()
         .is_empty());

@@ -1,6 +1,6 @@
 //! Integration tests of the event log against the real local stack (Postgres and nats-server
 //! started by `deploy/stack`): append, idempotency, the commit-order race, sequencer failover,
-//! NATS data loss, tampering, the consumer loop, and the golden corpus.
+//! NATS data loss, tampering, the consumer loop, the golden corpus, and properties of the pure core.
 
 mod append;
 mod consumer;
@@ -8,6 +8,8 @@ mod failover;
 mod golden;
 mod idempotency;
 mod nats_loss;
+mod properties;
+mod purity;
 mod race;
 mod support;
 mod tamper;

@@ -23,7 +23,7 @@ async fn writer(pool: PgPool, w: usize, commits: usize) {
     let streams: Vec<_> = (0..STREAMS_PER_WRITER)
         .map(|i| stream("race", &format!("w{w}-s{i}")))
         .collect();
-    let mut versions = vec![0u64; STREAMS_PER_WRITER];
+    let mut versions = [0u64; STREAMS_PER_WRITER];
     for c in 0..commits {
         let i = c % STREAMS_PER_WRITER;
         let request = append_request(&streams[i], versions[i], EVENTS_PER_COMMIT, new_command());
