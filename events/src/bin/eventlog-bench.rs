@@ -30,7 +30,7 @@ use events::codec::{Actor, EncodedEvent, Metadata, SequencedEvent};
 use events::domain::event::Timestamp;
 use events::domain::{event_id, CommandId, StreamName};
 use events::store::sequencer::SEQUENCE_BATCH_MAX;
-use events::store::{db, AppendRequest, EventStore, NewEvent};
+use events::store::{db, AppendRequest, EventStore, Leadership, NewEvent, Sequencer, StepOutcome};
 
 /// Payload size of every benchmark event: about what a small domain event encodes to.
 const PAYLOAD_BYTES: usize = 100;
@@ -45,6 +45,8 @@ const LATENCY_REFERENCE_CONCURRENCY: usize = 4;
 /// More paced writers than the reference concurrency, so a slow commit does not make the writer
 /// fall behind its schedule at half the capacity.
 const LATENCY_WRITERS: usize = 8;
+/// Slices per append measurement, alternating ours and raw.
+const PAIR_ROUNDS: u32 = 4;
 /// Connections of the leader's pool (sequencer step, relay reconcile).
 const LEADER_POOL: u32 = 4;
 /// Ratio below which a figure is flagged: our layers should cost at most 30% over the raw work.
@@ -145,6 +147,7 @@ struct RelayResult {
     events: u64,
     ours: f64,
     raw: f64,
+    sequencer_alone: f64,
 }
 
 #[derive(Debug)]
@@ -395,7 +398,7 @@ enum Limit {
     Commands(u64),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Throughput {
     events: u64,
     elapsed: Duration,
@@ -470,6 +473,39 @@ async fn measure(
     .await
 }
 
+/// Ours and raw in alternating slices (ours, raw, raw, ours, …), summed: disk and CPU speed on a
+/// shared VM drift by a factor of two within seconds, and both tables grow as the run goes on, so
+/// back-to-back runs of one side then the other would mostly measure the drift.
+async fn measure_pair(
+    settings: &Settings,
+    ours: &Writer,
+    raw: &Writer,
+    concurrency: usize,
+    events_per_command: usize,
+) -> Result<(Throughput, Throughput)> {
+    for writer in [ours, raw] {
+        closed_loop(
+            writer,
+            concurrency,
+            events_per_command,
+            Limit::Duration(settings.warmup),
+        )
+        .await?;
+    }
+    let slice = Limit::Duration(settings.seconds / PAIR_ROUNDS);
+    let mut totals = [Throughput::default(), Throughput::default()];
+    for round in 0..PAIR_ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let writer = if side == 0 { ours } else { raw };
+            let t = closed_loop(writer, concurrency, events_per_command, slice).await?;
+            totals[side].events += t.events;
+            totals[side].elapsed += t.elapsed;
+        }
+    }
+    Ok((totals[0], totals[1]))
+}
+
 fn thousands(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
@@ -506,7 +542,7 @@ async fn bench_append(ctx: &Ctx, results: &mut Results) -> Result<()> {
     setup.close().await;
 
     println!(
-        "\n== append: EventStore::append vs one raw multi-row INSERT per command ({} s each, {} B payloads, one new stream per command, autocommit, no leader running)",
+        "\n== append: EventStore::append vs one raw multi-row INSERT per command\n   {} s per side in {PAIR_ROUNDS} alternating slices, {} B payloads, one new stream per command (expected version 0), autocommit, no leader running",
         settings.seconds.as_secs_f64(),
         PAYLOAD_BYTES
     );
@@ -514,22 +550,13 @@ async fn bench_append(ctx: &Ctx, results: &mut Results) -> Result<()> {
         "{:>10} {:>6} {:>14} {:>14} {:>7}",
         "events/cmd", "conc", "ours ev/s", "raw ev/s", "ratio"
     );
-    for (i, &events_per_command) in APPEND_EVENTS_PER_COMMAND.iter().enumerate() {
-        for (j, &concurrency) in APPEND_CONCURRENCY.iter().enumerate() {
+    for &events_per_command in &APPEND_EVENTS_PER_COMMAND {
+        for &concurrency in &APPEND_CONCURRENCY {
             let pool = db::connect(&bench_db.url, concurrency as u32).await?;
             let ours = Writer::Ours(EventStore::new(pool.clone()));
             let raw = Writer::Raw(pool.clone());
-            // Alternate which side runs first: both tables grow during the run, and the later
-            // side would otherwise always pay for the bigger indexes.
-            let (ours, raw) = if (i + j) % 2 == 0 {
-                let o = measure(settings, &ours, concurrency, events_per_command).await?;
-                let r = measure(settings, &raw, concurrency, events_per_command).await?;
-                (o, r)
-            } else {
-                let r = measure(settings, &raw, concurrency, events_per_command).await?;
-                let o = measure(settings, &ours, concurrency, events_per_command).await?;
-                (o, r)
-            };
+            let (ours, raw) =
+                measure_pair(settings, &ours, &raw, concurrency, events_per_command).await?;
             pool.close().await;
             let cell = AppendCell {
                 events_per_command,
@@ -633,16 +660,8 @@ impl RunningLeader {
     }
 }
 
-async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
-    let total = ctx.settings.backlog;
-    let bench_db = ctx.fresh_db().await?;
-    let pool = db::connect(&bench_db.url, BACKLOG_CONCURRENCY as u32).await?;
-    let store = EventStore::new(pool.clone());
-
-    println!(
-        "\n== relay: sequencer + relay (commit → JetStream ack) vs raw pipelined JetStream publish"
-    );
-    // No leader yet: the whole backlog is waiting when the clock starts.
+/// Appends `total` events in 100-event commands while no leader runs.
+async fn fill_backlog(store: &EventStore, total: u64) -> Result<()> {
     let fill = closed_loop(
         &Writer::Ours(store.clone()),
         BACKLOG_CONCURRENCY,
@@ -657,14 +676,60 @@ async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
         fill.events
     );
     println!(
-        "backlog: {} events appended in {:.2} s ({} ev/s; {}-event commands, concurrency {})",
+        "backlog: {} events appended in {:.2} s ({} ev/s; {}-event commands, concurrency {}, no leader running)",
         thousands(total as f64),
         fill.elapsed.as_secs_f64(),
         thousands(fill.per_second()),
         BACKLOG_EVENTS_PER_COMMAND,
         BACKLOG_CONCURRENCY
     );
+    Ok(())
+}
 
+/// The sequencer by itself over a backlog, without relay or NATS: the leader's ceiling here, and
+/// so the measure of how much of the relay figure is Postgres work.
+async fn sequencer_alone(ctx: &Ctx, total: u64) -> Result<Throughput> {
+    let bench_db = ctx.fresh_db().await?;
+    let pool = db::connect(&bench_db.url, BACKLOG_CONCURRENCY as u32).await?;
+    fill_backlog(&EventStore::new(pool.clone()), total).await?;
+    let leadership = Leadership::try_acquire(&bench_db.url, "eventlog-bench")
+        .await?
+        .context("another process leads the benchmark database")?;
+    let mut sequencer = Sequencer::resume(pool.clone(), &leadership).await?;
+    let start = Instant::now();
+    let mut sequenced = 0u64;
+    while sequenced < total {
+        match sequencer.step().await.context("sequencer step")? {
+            StepOutcome::Sequenced(batch) => sequenced += batch.len() as u64,
+            // A transaction elsewhere in the cluster can hold the xid horizon back for a moment.
+            StepOutcome::Idle if start.elapsed() < LEADER_TIMEOUT => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            StepOutcome::Idle => bail!("sequencer stalled at {sequenced} of {total}"),
+            StepOutcome::Fenced => bail!("sequencer fenced in the benchmark database"),
+        }
+    }
+    let alone = Throughput {
+        events: sequenced,
+        elapsed: start.elapsed(),
+    };
+    drop(leadership);
+    pool.close().await;
+    ctx.drop_db(&bench_db.name).await;
+    Ok(alone)
+}
+
+async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
+    let total = ctx.settings.backlog;
+    let bench_db = ctx.fresh_db().await?;
+    let pool = db::connect(&bench_db.url, BACKLOG_CONCURRENCY as u32).await?;
+    let store = EventStore::new(pool.clone());
+
+    println!(
+        "\n== relay: sequencer + relay (commit → JetStream ack) vs raw pipelined JetStream publish"
+    );
+    // No leader yet: the whole backlog is waiting when the clock starts.
+    fill_backlog(&store, total).await?;
     let ours_bus = ctx.new_bus("")?;
     // Created before the clock starts, as the raw side's stream is.
     bus::ensure_stream(&ctx.js, &ours_bus).await?;
@@ -748,16 +813,24 @@ async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
     ctx.delete_stream(&raw_bus.stream).await;
     let ratio = ours.per_second() / raw.per_second();
     println!(
-        "raw:   {} ev/s  ({:.2} s)\nratio: {:.2}{}",
+        "raw:   {} ev/s  ({:.2} s; same wire bytes, subjects and message ids, chunks of {})\nratio: {:.2}{}",
         thousands(raw.per_second()),
         raw.elapsed.as_secs_f64(),
+        SEQUENCE_BATCH_MAX,
         ratio,
         ratio_note(ratio)
+    );
+    let alone = sequencer_alone(ctx, total).await?;
+    println!(
+        "diagnostic: sequencer alone (no relay, no NATS) {} ev/s ({:.2} s)",
+        thousands(alone.per_second()),
+        alone.elapsed.as_secs_f64()
     );
     results.relay = Some(RelayResult {
         events: total,
         ours: ours.per_second(),
         raw: raw.per_second(),
+        sequencer_alone: alone.per_second(),
     });
     Ok(())
 }
@@ -1008,12 +1081,13 @@ fn print_summary(results: &Results) {
     if let Some(r) = &results.relay {
         let ratio = r.ours / r.raw;
         println!(
-            "relay   ours {} ev/s  raw {} ev/s  ratio {:.2}{}  ({} events)",
+            "relay   ours {} ev/s  raw {} ev/s  ratio {:.2}{}  ({} events; sequencer alone {} ev/s)",
             thousands(r.ours),
             thousands(r.raw),
             ratio,
             ratio_note(ratio),
-            thousands(r.events as f64)
+            thousands(r.events as f64),
+            thousands(r.sequencer_alone)
         );
     }
     if let Some(l) = &results.latency {
