@@ -44,8 +44,8 @@ impl CommonConfig {
 
 /// Structured logs; `RUST_LOG` filters (default `info`, sqlx at `warn`), `SETTLE_LOG_JSON=1` switches to JSON.
 pub fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if std::env::var("SETTLE_LOG_JSON").is_ok_and(|v| v == "1") {
         builder.json().try_init()

@@ -4,6 +4,7 @@
 
 mod append;
 mod consumer;
+mod deploy;
 mod failover;
 mod golden;
 mod idempotency;
