@@ -85,14 +85,7 @@ pub async fn run(
                         },
                     ),
                     ("nats", service::nats_check(&nats).await),
-                    (
-                        "relay",
-                        if p.published >= p.sequenced {
-                            Ok(())
-                        } else {
-                            Err(format!("{} behind", p.sequenced - p.published))
-                        },
-                    ),
+                    ("relay", relay_check(p)),
                 ]
             })
         })
@@ -105,6 +98,18 @@ pub async fn run(
     pool.close().await;
     tracing::info!("command-api stopped");
     Ok(())
+}
+
+/// Events the relay may trail the sequencer by before the process reports not ready.
+const RELAY_LAG_READY_MAX: u64 = 50_000;
+
+fn relay_check(p: LeaderProgress) -> Result<(), String> {
+    let lag = p.sequenced.saturating_sub(p.published);
+    if lag <= RELAY_LAG_READY_MAX {
+        Ok(())
+    } else {
+        Err(format!("JetStream trails the log by {lag} events"))
+    }
 }
 
 fn hostname() -> String {

@@ -61,10 +61,27 @@ impl TestDb {
         self.pool.close().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&base_url()).await.expect("connect");
-        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", self.name))
-            .execute(&mut admin)
+        // Postgres waits up to 5 s for sessions of the template to end; a loaded machine can
+        // take longer to reap a closed one, so try a few times before reporting who is there.
+        let mut created = Err(sqlx::Error::PoolClosed);
+        for _ in 0..4 {
+            created = sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", self.name))
+                .execute(&mut admin)
+                .await;
+            if created.is_ok() {
+                break;
+            }
+        }
+        if let Err(e) = created {
+            let who: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT backend_type, state, query FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&self.name)
+            .fetch_all(&mut admin)
             .await
-            .expect("copy");
+            .unwrap_or_default();
+            panic!("copy {}: {e}; sessions: {who:?}", self.name);
+        }
         let url = url_for(&name);
         let pool = db::connect(&url, 4).await.expect("connect to copy");
         TestDb { name, url, pool }

@@ -230,6 +230,15 @@ impl Ctx {
     }
 
     async fn drop_db(&self, name: &str) {
+        // DEBUG: who is still connected?
+        let rows: Vec<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT pid, application_name, state, query FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(name)
+        .fetch_all(&self.admin)
+        .await
+        .unwrap_or_default();
+        eprintln!("DEBUG drop {name}: {rows:?}");
         // FORCE: a leader that is still shutting down must not keep the database alive.
         if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&self.admin)

@@ -10,6 +10,7 @@ pub const STREAM_TOKEN_LEN_MAX: usize = 64;
 
 /// The name of one event stream, e.g. `settlement` / `0b1c…`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawStreamName")]
 pub struct StreamName {
     category: String,
     id: String,
@@ -39,6 +40,21 @@ fn check_token(what: &'static str, token: &str) -> Result<(), StreamNameError> {
         return Err(StreamNameError::BadCharacter(what));
     }
     Ok(())
+}
+
+/// What arrives on the wire, checked by `TryFrom` before it becomes a `StreamName`.
+#[derive(Deserialize)]
+struct RawStreamName {
+    category: String,
+    id: String,
+}
+
+impl TryFrom<RawStreamName> for StreamName {
+    type Error = StreamNameError;
+
+    fn try_from(raw: RawStreamName) -> Result<Self, Self::Error> {
+        Self::parse(&raw.category, &raw.id)
+    }
 }
 
 impl StreamName {
@@ -93,6 +109,11 @@ mod tests {
                 "{bad}"
             );
         }
+        let bad = postcard::to_stdvec(&("a", "b.c")).unwrap();
+        assert!(
+            postcard::from_bytes::<StreamName>(&bad).is_err(),
+            "decoding checks too"
+        );
         let long = "x".repeat(STREAM_TOKEN_LEN_MAX + 1);
         assert_eq!(
             StreamName::parse(&long, "x"),

@@ -150,3 +150,23 @@ async fn stored_events_cannot_be_changed_or_removed() {
     assert_eq!(store.load(&[stream("a", "1")]).await.unwrap().len(), 1);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn refuses_to_run_where_commits_are_not_durable() {
+    let db = TestDb::new().await;
+    events::store::db::check_durability(&db.pool)
+        .await
+        .expect("the local stack is durable");
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET synchronous_commit = off",
+        db.name
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let relaxed = events::store::db::connect(&db.url, 1).await.unwrap();
+    let refused = events::store::db::check_durability(&relaxed).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("synchronous_commit=off")));
+    relaxed.close().await;
+    db.drop_db().await;
+}
