@@ -1,4 +1,7 @@
-//! The enterprise aggregate: a tenant with its OES licence flag (SPEC §2).
+//! The enterprise aggregate: a tenant with its OES licence flag and its registered Ed25519 signing
+//! keys (SPEC §2, §4). Keys arrive already parsed and checked (not weak) by the signing rules.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -7,6 +10,8 @@ use super::event::{DomainEvent, Timestamp};
 
 /// Longest enterprise name, in bytes.
 pub const ENTERPRISE_NAME_LEN_MAX: usize = 200;
+/// Most active signing keys per enterprise.
+pub const SIGNING_KEYS_ACTIVE_MAX: usize = 32;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnterpriseCreated {
@@ -23,15 +28,44 @@ pub struct EnterpriseLicenseSet {
     pub at: Timestamp,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRegistered {
+    pub enterprise_id: Uuid,
+    pub key_id: Uuid,
+    pub public_key: [u8; 32],
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRevoked {
+    pub enterprise_id: Uuid,
+    pub key_id: Uuid,
+    pub at: Timestamp,
+}
+
+/// One registered key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKey {
+    pub public_key: [u8; 32],
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnterpriseRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub oes_license: bool,
+    pub keys: BTreeMap<Uuid, SigningKey>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Enterprise {
     #[default]
     Absent,
-    Active {
-        id: Uuid,
-        name: String,
-        oes_license: bool,
-    },
+    Active(EnterpriseRecord),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +77,13 @@ pub enum EnterpriseCommand {
     },
     SetLicense {
         oes_license: bool,
+    },
+    RegisterKey {
+        key_id: Uuid,
+        public_key: [u8; 32],
+    },
+    RevokeKey {
+        key_id: Uuid,
     },
 }
 
@@ -57,21 +98,63 @@ pub enum EnterpriseRejection {
     NameEmpty,
     #[error("the name is longer than {ENTERPRISE_NAME_LEN_MAX} bytes")]
     NameTooLong,
+    #[error("this public key is already registered and active")]
+    KeyAlreadyRegistered,
+    #[error("the enterprise already has {SIGNING_KEYS_ACTIVE_MAX} active keys")]
+    TooManyKeys,
+    #[error("the key does not exist")]
+    KeyNotFound,
 }
 
 impl Enterprise {
+    pub fn record(&self) -> Option<&EnterpriseRecord> {
+        match self {
+            Self::Absent => None,
+            Self::Active(record) => Some(record),
+        }
+    }
+
+    /// The keys that verify signatures now.
+    pub fn active_keys(&self) -> impl Iterator<Item = (Uuid, [u8; 32])> + '_ {
+        self.record()
+            .into_iter()
+            .flat_map(|r| r.keys.iter())
+            .filter(|(_, k)| k.revoked_at.is_none())
+            .map(|(id, k)| (*id, k.public_key))
+    }
+
     pub fn evolve(self, event: &DomainEvent) -> Self {
         match (self, event) {
-            (Self::Absent, DomainEvent::EnterpriseCreated(e)) => Self::Active {
+            (Self::Absent, DomainEvent::EnterpriseCreated(e)) => Self::Active(EnterpriseRecord {
                 id: e.enterprise_id,
                 name: e.name.clone(),
                 oes_license: e.oes_license,
-            },
-            (Self::Active { id, name, .. }, DomainEvent::EnterpriseLicenseSet(e)) => Self::Active {
-                id,
-                name,
-                oes_license: e.oes_license,
-            },
+                keys: BTreeMap::new(),
+                created_at: e.at,
+                updated_at: e.at,
+            }),
+            (Self::Active(mut r), DomainEvent::EnterpriseLicenseSet(e)) => {
+                r.oes_license = e.oes_license;
+                r.updated_at = e.at;
+                Self::Active(r)
+            }
+            (Self::Active(mut r), DomainEvent::SigningKeyRegistered(e)) => {
+                r.keys.insert(
+                    e.key_id,
+                    SigningKey {
+                        public_key: e.public_key,
+                        created_at: e.at,
+                        revoked_at: None,
+                    },
+                );
+                Self::Active(r)
+            }
+            (Self::Active(mut r), DomainEvent::SigningKeyRevoked(e)) => {
+                if let Some(key) = r.keys.get_mut(&e.key_id) {
+                    key.revoked_at = Some(e.at);
+                }
+                Self::Active(r)
+            }
             (state, _) => state,
         }
     }
@@ -81,9 +164,17 @@ impl Enterprise {
         command: EnterpriseCommand,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, EnterpriseRejection> {
-        match (self, command) {
+        let record = match (self, &command) {
+            (Self::Absent, EnterpriseCommand::Create { .. }) => None,
+            (Self::Active(_), EnterpriseCommand::Create { .. }) => {
+                return Err(EnterpriseRejection::AlreadyExists)
+            }
+            (Self::Absent, _) => return Err(EnterpriseRejection::NotFound),
+            (Self::Active(record), _) => Some(record),
+        };
+        match (record, command) {
             (
-                Self::Absent,
+                None,
                 EnterpriseCommand::Create {
                     enterprise_id,
                     name,
@@ -105,30 +196,44 @@ impl Enterprise {
                 }
                 .into()])
             }
-            (Self::Active { .. }, EnterpriseCommand::Create { .. }) => {
-                Err(EnterpriseRejection::AlreadyExists)
-            }
-            (Self::Absent, EnterpriseCommand::SetLicense { .. }) => {
-                Err(EnterpriseRejection::NotFound)
-            }
-            (
-                Self::Active {
-                    id,
-                    oes_license: current,
-                    ..
-                },
-                EnterpriseCommand::SetLicense { oes_license },
-            ) => {
-                if *current == oes_license {
+            (Some(r), EnterpriseCommand::SetLicense { oes_license }) => {
+                if r.oes_license == oes_license {
                     return Ok(vec![]);
                 }
                 Ok(vec![EnterpriseLicenseSet {
-                    enterprise_id: *id,
+                    enterprise_id: r.id,
                     oes_license,
                     at: now,
                 }
                 .into()])
             }
+            (Some(r), EnterpriseCommand::RegisterKey { key_id, public_key }) => {
+                if self.active_keys().any(|(_, k)| k == public_key) {
+                    return Err(EnterpriseRejection::KeyAlreadyRegistered);
+                }
+                if self.active_keys().count() >= SIGNING_KEYS_ACTIVE_MAX {
+                    return Err(EnterpriseRejection::TooManyKeys);
+                }
+                Ok(vec![SigningKeyRegistered {
+                    enterprise_id: r.id,
+                    key_id,
+                    public_key,
+                    at: now,
+                }
+                .into()])
+            }
+            (Some(r), EnterpriseCommand::RevokeKey { key_id }) => match r.keys.get(&key_id) {
+                None => Err(EnterpriseRejection::KeyNotFound),
+                Some(key) if key.revoked_at.is_some() => Ok(vec![]),
+                Some(_) => Ok(vec![SigningKeyRevoked {
+                    enterprise_id: r.id,
+                    key_id,
+                    at: now,
+                }
+                .into()]),
+            },
+            // Unreachable combinations were answered above.
+            _ => Err(EnterpriseRejection::NotFound),
         }
     }
 }
@@ -138,6 +243,7 @@ mod tests {
     use super::*;
 
     const ID: Uuid = Uuid::from_u128(7);
+    const KEY: Uuid = Uuid::from_u128(8);
     const NOW: Timestamp = Timestamp(1_700_000_000_000_000);
 
     fn given(events: &[DomainEvent]) -> Enterprise {
@@ -152,11 +258,11 @@ mod tests {
         assert_eq!(given(history).decide(command, NOW), expected);
     }
 
-    fn created(oes_license: bool) -> DomainEvent {
+    fn created() -> DomainEvent {
         EnterpriseCreated {
             enterprise_id: ID,
             name: "Acme".into(),
-            oes_license,
+            oes_license: true,
             at: NOW,
         }
         .into()
@@ -170,9 +276,29 @@ mod tests {
         }
     }
 
+    fn key_registered() -> DomainEvent {
+        SigningKeyRegistered {
+            enterprise_id: ID,
+            key_id: KEY,
+            public_key: [3; 32],
+            at: NOW,
+        }
+        .into()
+    }
+
+    fn key_revoked() -> DomainEvent {
+        SigningKeyRevoked {
+            enterprise_id: ID,
+            key_id: KEY,
+            at: NOW,
+        }
+        .into()
+    }
+
     #[test]
     fn decides() {
-        check(&[], create(" Acme "), Ok(vec![created(true)]));
+        use EnterpriseCommand::*;
+        check(&[], create(" Acme "), Ok(vec![created()]));
         check(&[], create("  "), Err(EnterpriseRejection::NameEmpty));
         check(
             &[],
@@ -180,29 +306,78 @@ mod tests {
             Err(EnterpriseRejection::NameTooLong),
         );
         check(
-            &[created(true)],
+            &[created()],
             create("Acme"),
             Err(EnterpriseRejection::AlreadyExists),
         );
         check(
             &[],
-            EnterpriseCommand::SetLicense { oes_license: true },
+            SetLicense { oes_license: true },
             Err(EnterpriseRejection::NotFound),
         );
+        check(&[created()], SetLicense { oes_license: true }, Ok(vec![]));
         check(
-            &[created(true)],
-            EnterpriseCommand::SetLicense { oes_license: true },
-            Ok(vec![]),
-        );
-        check(
-            &[created(true)],
-            EnterpriseCommand::SetLicense { oes_license: false },
+            &[created()],
+            SetLicense { oes_license: false },
             Ok(vec![EnterpriseLicenseSet {
                 enterprise_id: ID,
                 oes_license: false,
                 at: NOW,
             }
             .into()]),
+        );
+        check(
+            &[created()],
+            RegisterKey {
+                key_id: KEY,
+                public_key: [3; 32],
+            },
+            Ok(vec![key_registered()]),
+        );
+        check(
+            &[created(), key_registered()],
+            RegisterKey {
+                key_id: Uuid::from_u128(9),
+                public_key: [3; 32],
+            },
+            Err(EnterpriseRejection::KeyAlreadyRegistered),
+        );
+        check(
+            &[created()],
+            RevokeKey { key_id: KEY },
+            Err(EnterpriseRejection::KeyNotFound),
+        );
+        check(
+            &[created(), key_registered()],
+            RevokeKey { key_id: KEY },
+            Ok(vec![key_revoked()]),
+        );
+        check(
+            &[created(), key_registered(), key_revoked()],
+            RevokeKey { key_id: KEY },
+            Ok(vec![]),
+        );
+        // A revoked key's bytes may be registered again under a new id.
+        let again = RegisterKey {
+            key_id: Uuid::from_u128(9),
+            public_key: [3; 32],
+        };
+        assert!(given(&[created(), key_registered(), key_revoked()])
+            .decide(again, NOW)
+            .is_ok());
+    }
+
+    #[test]
+    fn only_unrevoked_keys_are_active() {
+        assert_eq!(
+            given(&[created(), key_registered()]).active_keys().count(),
+            1
+        );
+        assert_eq!(
+            given(&[created(), key_registered(), key_revoked()])
+                .active_keys()
+                .count(),
+            0
         );
     }
 }

@@ -5,7 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::enterprise::{EnterpriseCreated, EnterpriseLicenseSet};
+use super::client::ClientRegistered;
+use super::connection::{
+    AllocationCleared, AllocationReleased, ConnectionCreated, ConnectionUpdated,
+};
+use super::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
+use super::enterprise::{
+    EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
+};
+use super::partner::{PartnerRegistered, PartnerUpdated};
+use super::user::UserCreated;
 
 /// Microseconds since the Unix epoch, UTC. The domain never reads a clock: callers pass it in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,4 +73,17 @@ macro_rules! vocabulary {
 vocabulary! {
     EnterpriseCreated = 1 v 1,
     EnterpriseLicenseSet = 2 v 1,
+    SigningKeyRegistered = 3 v 1,
+    SigningKeyRevoked = 4 v 1,
+    UserCreated = 5 v 1,
+    PartnerRegistered = 6 v 1,
+    PartnerUpdated = 7 v 1,
+    ClientRegistered = 8 v 1,
+    DepositCredited = 9 v 1,
+    CustodyAllocated = 10 v 1,
+    CustodyDeallocated = 11 v 1,
+    ConnectionCreated = 12 v 1,
+    ConnectionUpdated = 13 v 1,
+    AllocationCleared = 14 v 1,
+    AllocationReleased = 15 v 1,
 }

@@ -1,10 +1,17 @@
-//! The pure domain: ids, stream names and the event vocabulary. No I/O, clock or randomness here:
+//! The pure domain: ids, stream names, money, the event vocabulary and the aggregates. No I/O, clock or randomness here:
 //! time and new ids arrive as arguments.
 
+pub mod access;
+pub mod client;
+pub mod connection;
+pub mod custody;
 pub mod enterprise;
 pub mod event;
 pub mod ids;
+pub mod money;
+pub mod partner;
 pub mod stream;
+pub mod user;
 
 pub use event::DomainEvent;
 pub use ids::{event_id, CommandId};

@@ -8,26 +8,168 @@ use std::path::PathBuf;
 use events::codec::{
     decode_event, encode_event, Actor, EncodedEvent, Metadata, SequencedEvent, StoredEvent,
 };
-use events::domain::enterprise::{EnterpriseCreated, EnterpriseLicenseSet};
+use events::domain::client::ClientRegistered;
+use events::domain::connection::{
+    AllocationCleared, AllocationKind, AllocationRecord, AllocationReleased, ConnectionCreated,
+    ConnectionUpdated, ReleaseReason,
+};
+use events::domain::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
+use events::domain::enterprise::{
+    EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
+};
 use events::domain::event::Timestamp;
+use events::domain::money::{AmountFormat, CurrencyCode};
+use events::domain::partner::{PartnerRegistered, PartnerUpdated, WindowMinutes};
+use events::domain::user::UserCreated;
 use events::domain::{CommandId, DomainEvent, StreamName};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn btc() -> CurrencyCode {
+    CurrencyCode::parse("BTC").unwrap()
+}
+
+fn allocation(released: Option<ReleaseReason>) -> AllocationRecord {
+    AllocationRecord {
+        allocation_id: id(0x91),
+        kind: AllocationKind::Allocation,
+        connection_id: id(0x81),
+        currency: btc(),
+        quantity: 20_000_000,
+        client_external_id: "alloc-1".into(),
+        initiated_by: id(0x55),
+        notes: Some("first".into()),
+        released,
+        at: Timestamp(1_767_225_720_000_000),
+    }
+}
+
 /// One sample of each current event type.
 fn samples() -> Vec<DomainEvent> {
+    let at = Timestamp(1_767_225_600_000_000);
+    let minutes = |m: i64, scale: u32| {
+        Some(WindowMinutes::parse(rust_decimal::Decimal::new(m, scale)).unwrap())
+    };
     vec![
         EnterpriseCreated {
-            enterprise_id: Uuid::from_u128(0x11),
+            enterprise_id: id(0x11),
             name: "Golden Exchange".into(),
             oes_license: true,
-            at: Timestamp(1_767_225_600_000_000),
+            at,
         }
         .into(),
         EnterpriseLicenseSet {
-            enterprise_id: Uuid::from_u128(0x11),
+            enterprise_id: id(0x11),
             oes_license: false,
             at: Timestamp(1_767_225_660_000_000),
+        }
+        .into(),
+        SigningKeyRegistered {
+            enterprise_id: id(0x11),
+            key_id: id(0x12),
+            public_key: [0xab; 32],
+            at,
+        }
+        .into(),
+        SigningKeyRevoked {
+            enterprise_id: id(0x11),
+            key_id: id(0x12),
+            at,
+        }
+        .into(),
+        UserCreated {
+            user_id: id(0x55),
+            name: "Ops".into(),
+            token_hash: [0xcd; 32],
+            enterprise_ids: vec![id(0x11)],
+            auditor: false,
+            at,
+        }
+        .into(),
+        PartnerRegistered {
+            partner_id: id(0x21),
+            enterprise_id: id(0x11),
+            name: "Golden Venue".into(),
+            broker: false,
+            client_dispute_window: minutes(5, 2),
+            top_up_window: None,
+            amount_format: AmountFormat::Decimal,
+            at,
+        }
+        .into(),
+        PartnerUpdated {
+            partner_id: id(0x21),
+            active: Some(false),
+            client_dispute_window: Some(None),
+            top_up_window: Some(minutes(30, 0)),
+            at,
+        }
+        .into(),
+        ClientRegistered {
+            client_id: id(0x31),
+            enterprise_id: id(0x11),
+            wallet_id: id(0x32),
+            at,
+        }
+        .into(),
+        DepositCredited {
+            enterprise_id: id(0x11),
+            deposit_id: id(0x41),
+            external_id: "dep-1".into(),
+            currency: btc(),
+            quantity: 100_000_000,
+            at,
+        }
+        .into(),
+        CustodyAllocated {
+            enterprise_id: id(0x11),
+            allocation_id: id(0x91),
+            connection_id: id(0x81),
+            currency: btc(),
+            quantity: 20_000_000,
+            at,
+        }
+        .into(),
+        CustodyDeallocated {
+            enterprise_id: id(0x11),
+            allocation_id: id(0x92),
+            connection_id: id(0x81),
+            currency: btc(),
+            quantity: 5_000_000,
+            at,
+        }
+        .into(),
+        ConnectionCreated {
+            connection_id: id(0x81),
+            name: "main".into(),
+            client_id: id(0x31),
+            client_enterprise_id: id(0x11),
+            partner_id: id(0x21),
+            partner_enterprise_id: id(0x12),
+            network_account_id: id(0x82),
+            connection_key: "key-1".into(),
+            nonce: "n-1".into(),
+            proof: "00".repeat(64),
+            at,
+        }
+        .into(),
+        ConnectionUpdated {
+            connection_id: id(0x81),
+            name: Some("renamed".into()),
+            active: Some(false),
+            at,
+        }
+        .into(),
+        AllocationCleared {
+            allocation: allocation(None),
+        }
+        .into(),
+        AllocationReleased {
+            allocation: allocation(Some(ReleaseReason::InsufficientCustodyBalance)),
         }
         .into(),
     ]

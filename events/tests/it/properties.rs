@@ -100,3 +100,138 @@ proptest! {
         prop_assert_eq!(replayed, state);
     }
 }
+
+mod custody_model {
+    use std::collections::BTreeMap;
+
+    use events::domain::connection::{Allocate, AllocationKind, Connection, ConnectionCreated};
+    use events::domain::custody::Custody;
+    use events::domain::event::Timestamp;
+    use events::domain::money::CurrencyCode;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    const CLIENT_E: Uuid = Uuid::from_u128(1);
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit {
+            currency: usize,
+            quantity: i128,
+        },
+        Allocate {
+            connection: usize,
+            currency: usize,
+            quantity: i128,
+        },
+        Deallocate {
+            connection: usize,
+            currency: usize,
+            quantity: i128,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..2usize, 1..1_000i128)
+                .prop_map(|(currency, quantity)| Op::Deposit { currency, quantity }),
+            (0..3usize, 0..2usize, 1..1_000i128).prop_map(|(connection, currency, quantity)| {
+                Op::Allocate {
+                    connection,
+                    currency,
+                    quantity,
+                }
+            }),
+            (0..3usize, 0..2usize, 1..1_000i128).prop_map(|(connection, currency, quantity)| {
+                Op::Deallocate {
+                    connection,
+                    currency,
+                    quantity,
+                }
+            }),
+        ]
+    }
+
+    fn connection(n: usize) -> Connection {
+        let id = Uuid::from_u128(100 + n as u128);
+        Connection::Absent.evolve(
+            &ConnectionCreated {
+                connection_id: id,
+                name: "c".into(),
+                client_id: Uuid::from_u128(2),
+                client_enterprise_id: CLIENT_E,
+                partner_id: Uuid::from_u128(3),
+                partner_enterprise_id: Uuid::from_u128(4),
+                network_account_id: Uuid::from_u128(5),
+                connection_key: "k".into(),
+                nonce: "n".into(),
+                proof: "p".into(),
+                at: Timestamp(0),
+            }
+            .into(),
+        )
+    }
+
+    proptest! {
+        /// Deposits, allocations and deallocations against a plain model of balances: every
+        /// balance equals the model's, nothing is negative, and each currency is conserved.
+        #[test]
+        fn balances_follow_the_model_and_are_conserved(ops in proptest::collection::vec(op(), 1..80)) {
+            let currencies = [CurrencyCode::parse("BTC").unwrap(), CurrencyCode::parse("USD").unwrap()];
+            let mut custody = Custody::default();
+            let mut connections: Vec<Connection> = (0..3).map(connection).collect();
+            let mut model_custody: BTreeMap<usize, i128> = BTreeMap::new();
+            let mut model_conn: BTreeMap<(usize, usize), i128> = BTreeMap::new();
+            let mut deposited: BTreeMap<usize, i128> = BTreeMap::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                let at = Timestamp(i as i64);
+                match op {
+                    Op::Deposit { currency, quantity } => {
+                        let events = custody
+                            .decide_deposit(CLIENT_E, Uuid::from_u128(i as u128), &format!("d{i}"), currencies[currency].clone(), quantity, at)
+                            .unwrap();
+                        custody = events.iter().fold(custody, Custody::evolve);
+                        *model_custody.entry(currency).or_default() += quantity;
+                        *deposited.entry(currency).or_default() += quantity;
+                    }
+                    Op::Allocate { connection, currency, quantity } | Op::Deallocate { connection, currency, quantity } => {
+                        let kind = if matches!(op, Op::Allocate { .. }) { AllocationKind::Allocation } else { AllocationKind::Deallocation };
+                        let command = Allocate {
+                            allocation_id: Uuid::from_u128(i as u128),
+                            kind,
+                            currency: currencies[currency].clone(),
+                            quantity,
+                            client_external_id: format!("x{i}"),
+                            initiated_by: Uuid::from_u128(9),
+                            notes: None,
+                        };
+                        let d = connections[connection].decide_allocation(CLIENT_E, &custody, command, at).unwrap();
+                        let c = model_custody.entry(currency).or_default();
+                        let n = model_conn.entry((connection, currency)).or_default();
+                        let covered = match kind { AllocationKind::Allocation => *c >= quantity, AllocationKind::Deallocation => *n >= quantity };
+                        prop_assert_eq!(d.record.released.is_none(), covered);
+                        if covered {
+                            let sign = if kind == AllocationKind::Allocation { 1 } else { -1 };
+                            *c -= sign * quantity;
+                            *n += sign * quantity;
+                        }
+                        connections[connection] = d.connection_events.iter().fold(connections[connection].clone(), Connection::evolve);
+                        custody = d.custody_events.iter().fold(custody, Custody::evolve);
+                    }
+                }
+            }
+            for (ci, currency) in currencies.iter().enumerate() {
+                let custody_units = custody.balance(currency).available();
+                prop_assert_eq!(custody_units, model_custody.get(&ci).copied().unwrap_or(0));
+                let mut total = custody_units;
+                for (n, conn) in connections.iter().enumerate() {
+                    let b = conn.balance(currency);
+                    prop_assert!(b.available() >= 0 && b.held() >= 0);
+                    prop_assert_eq!(b.available(), model_conn.get(&(n, ci)).copied().unwrap_or(0));
+                    total += b.total();
+                }
+                prop_assert_eq!(total, deposited.get(&ci).copied().unwrap_or(0), "currency {} is conserved", currency);
+            }
+        }
+    }
+}

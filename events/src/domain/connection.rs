@@ -1,0 +1,601 @@
+//! The connection aggregate: a client's account at one partner, with its network account's
+//! balances per currency (available and held), and the allocations and deallocations that move
+//! funds between it and the client's custody account (SPEC §5, §6.2).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::client::Client;
+use super::custody::{Custody, CustodyAllocated, CustodyDeallocated};
+use super::event::{DomainEvent, Timestamp};
+use super::money::{Balance, CurrencyCode};
+use super::partner::Partner;
+
+/// Longest connection name, in bytes.
+pub const CONNECTION_NAME_LEN_MAX: usize = 200;
+/// Longest client external id or note, in bytes.
+pub const ALLOCATION_TEXT_LEN_MAX: usize = 500;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionCreated {
+    pub connection_id: Uuid,
+    pub name: String,
+    pub client_id: Uuid,
+    pub client_enterprise_id: Uuid,
+    pub partner_id: Uuid,
+    pub partner_enterprise_id: Uuid,
+    pub network_account_id: Uuid,
+    /// What the client presented to prove its account at the partner.
+    pub connection_key: String,
+    pub nonce: String,
+    /// The request's signature, kept as the connection's proof.
+    pub proof: String,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionUpdated {
+    pub connection_id: Uuid,
+    pub name: Option<String>,
+    pub active: Option<bool>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AllocationKind {
+    Allocation,
+    Deallocation,
+}
+
+/// Why an allocation was released instead of cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReleaseReason {
+    InsufficientCustodyBalance,
+    InsufficientConnectionBalance,
+    ConnectionInactive,
+}
+
+impl ReleaseReason {
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Self::InsufficientCustodyBalance => "insufficient custody balance",
+            Self::InsufficientConnectionBalance => {
+                "insufficient available balance on the connection"
+            }
+            Self::ConnectionInactive => "the connection is inactive",
+        }
+    }
+}
+
+/// An allocation or deallocation as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationRecord {
+    pub allocation_id: Uuid,
+    pub kind: AllocationKind,
+    pub connection_id: Uuid,
+    pub currency: CurrencyCode,
+    pub quantity: i128,
+    pub client_external_id: String,
+    pub initiated_by: Uuid,
+    pub notes: Option<String>,
+    /// `None` when cleared; the reason when released.
+    pub released: Option<ReleaseReason>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationCleared {
+    pub allocation: AllocationRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationReleased {
+    pub allocation: AllocationRecord,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub client_id: Uuid,
+    pub client_enterprise_id: Uuid,
+    pub partner_id: Uuid,
+    pub partner_enterprise_id: Uuid,
+    pub network_account_id: Uuid,
+    pub active: bool,
+    pub balances: BTreeMap<CurrencyCode, Balance>,
+    /// Allocations by client external id, for idempotency.
+    pub allocations: BTreeMap<String, AllocationRecord>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Connection {
+    #[default]
+    Absent,
+    Present(Box<ConnectionRecord>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionRejection {
+    #[error("the connection does not exist")]
+    NotFound,
+    #[error("the connection already exists")]
+    AlreadyExists,
+    #[error("the partner does not exist")]
+    PartnerNotFound,
+    #[error("the partner is inactive")]
+    PartnerInactive,
+    #[error("the enterprise has no client record")]
+    NoClient,
+    #[error("the name is empty")]
+    NameEmpty,
+    #[error("the name is longer than {CONNECTION_NAME_LEN_MAX} bytes")]
+    NameTooLong,
+    #[error("the connection key is empty")]
+    ConnectionKeyEmpty,
+    #[error("an allocation quantity must be positive")]
+    NotPositive,
+    #[error("the client external id is empty or longer than {ALLOCATION_TEXT_LEN_MAX} bytes")]
+    BadExternalId,
+    #[error("notes are empty or longer than {ALLOCATION_TEXT_LEN_MAX} bytes")]
+    BadNotes,
+    #[error("client external id {0} was used for a different allocation")]
+    ExternalIdReused(String),
+}
+
+/// A new connection, as asked for by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connect {
+    pub connection_id: Uuid,
+    pub name: String,
+    pub connection_key: String,
+    pub nonce: String,
+    pub proof: String,
+}
+
+/// An allocation or deallocation, as asked for by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocate {
+    pub allocation_id: Uuid,
+    pub kind: AllocationKind,
+    pub currency: CurrencyCode,
+    pub quantity: i128,
+    pub client_external_id: String,
+    pub initiated_by: Uuid,
+    pub notes: Option<String>,
+}
+
+/// The events of an allocation, per stream, and the record it produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocationDecision {
+    pub connection_events: Vec<DomainEvent>,
+    pub custody_events: Vec<DomainEvent>,
+    pub record: AllocationRecord,
+}
+
+fn check_name(name: &str) -> Result<String, ConnectionRejection> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ConnectionRejection::NameEmpty);
+    }
+    if name.len() > CONNECTION_NAME_LEN_MAX {
+        return Err(ConnectionRejection::NameTooLong);
+    }
+    Ok(name.to_owned())
+}
+
+fn check_text(text: &str) -> bool {
+    !text.trim().is_empty() && text.len() <= ALLOCATION_TEXT_LEN_MAX
+}
+
+/// The network account of a connection.
+pub fn network_account_id_of(connection_id: Uuid) -> Uuid {
+    Uuid::new_v5(&connection_id, b"network-account")
+}
+
+impl Connection {
+    pub fn record(&self) -> Option<&ConnectionRecord> {
+        match self {
+            Self::Absent => None,
+            Self::Present(r) => Some(r),
+        }
+    }
+
+    /// The record, if it belongs to the client enterprise `client_enterprise_id` (others see nothing).
+    pub fn owned_by_client(&self, client_enterprise_id: Uuid) -> Option<&ConnectionRecord> {
+        self.record()
+            .filter(|r| r.client_enterprise_id == client_enterprise_id)
+    }
+
+    pub fn balance(&self, currency: &CurrencyCode) -> Balance {
+        self.record()
+            .and_then(|r| r.balances.get(currency).copied())
+            .unwrap_or_default()
+    }
+
+    pub fn evolve(self, event: &DomainEvent) -> Self {
+        match (self, event) {
+            (Self::Absent, DomainEvent::ConnectionCreated(e)) => {
+                Self::Present(Box::new(ConnectionRecord {
+                    id: e.connection_id,
+                    name: e.name.clone(),
+                    client_id: e.client_id,
+                    client_enterprise_id: e.client_enterprise_id,
+                    partner_id: e.partner_id,
+                    partner_enterprise_id: e.partner_enterprise_id,
+                    network_account_id: e.network_account_id,
+                    active: true,
+                    balances: BTreeMap::new(),
+                    allocations: BTreeMap::new(),
+                    created_at: e.at,
+                    updated_at: e.at,
+                }))
+            }
+            (Self::Present(mut r), DomainEvent::ConnectionUpdated(e)) => {
+                r.name = e.name.clone().unwrap_or(r.name);
+                r.active = e.active.unwrap_or(r.active);
+                r.updated_at = e.at;
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::AllocationCleared(e)) => {
+                let a = &e.allocation;
+                let balance = r.balances.get(&a.currency).copied().unwrap_or_default();
+                let next = match a.kind {
+                    AllocationKind::Allocation => balance.credit(a.quantity),
+                    AllocationKind::Deallocation => balance.debit(a.quantity),
+                };
+                if let Ok(next) = next {
+                    r.balances.insert(a.currency.clone(), next);
+                }
+                r.allocations
+                    .insert(a.client_external_id.clone(), a.clone());
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::AllocationReleased(e)) => {
+                r.allocations.insert(
+                    e.allocation.client_external_id.clone(),
+                    e.allocation.clone(),
+                );
+                Self::Present(r)
+            }
+            (state, _) => state,
+        }
+    }
+
+    /// A client connects to a partner.
+    pub fn decide_connect(
+        &self,
+        client: &Client,
+        partner: &Partner,
+        command: Connect,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, ConnectionRejection> {
+        if self.record().is_some() {
+            return Err(ConnectionRejection::AlreadyExists);
+        }
+        let client = client.record().ok_or(ConnectionRejection::NoClient)?;
+        let partner = partner
+            .record()
+            .ok_or(ConnectionRejection::PartnerNotFound)?;
+        if !partner.active {
+            return Err(ConnectionRejection::PartnerInactive);
+        }
+        let name = check_name(&command.name)?;
+        if command.connection_key.trim().is_empty() {
+            return Err(ConnectionRejection::ConnectionKeyEmpty);
+        }
+        Ok(vec![ConnectionCreated {
+            connection_id: command.connection_id,
+            name,
+            client_id: client.id,
+            client_enterprise_id: client.enterprise_id,
+            partner_id: partner.id,
+            partner_enterprise_id: partner.enterprise_id,
+            network_account_id: network_account_id_of(command.connection_id),
+            connection_key: command.connection_key,
+            nonce: command.nonce,
+            proof: command.proof,
+            at: now,
+        }
+        .into()])
+    }
+
+    /// A client renames or (de)activates its connection.
+    pub fn decide_update(
+        &self,
+        client_enterprise_id: Uuid,
+        name: Option<String>,
+        active: Option<bool>,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, ConnectionRejection> {
+        let record = self
+            .owned_by_client(client_enterprise_id)
+            .ok_or(ConnectionRejection::NotFound)?;
+        let name = name
+            .map(|n| check_name(&n))
+            .transpose()?
+            .filter(|n| *n != record.name);
+        let active = active.filter(|a| *a != record.active);
+        if name.is_none() && active.is_none() {
+            return Ok(vec![]);
+        }
+        Ok(vec![ConnectionUpdated {
+            connection_id: record.id,
+            name,
+            active,
+            at: now,
+        }
+        .into()])
+    }
+
+    /// Moves funds between the client's custody and this connection: cleared when the source
+    /// covers it, otherwise released with a reason (and nothing moves).
+    pub fn decide_allocation(
+        &self,
+        client_enterprise_id: Uuid,
+        custody: &Custody,
+        command: Allocate,
+        now: Timestamp,
+    ) -> Result<AllocationDecision, ConnectionRejection> {
+        let record = self
+            .owned_by_client(client_enterprise_id)
+            .ok_or(ConnectionRejection::NotFound)?;
+        if command.quantity <= 0 {
+            return Err(ConnectionRejection::NotPositive);
+        }
+        if !check_text(&command.client_external_id) {
+            return Err(ConnectionRejection::BadExternalId);
+        }
+        if command.notes.as_deref().is_some_and(|n| !check_text(n)) {
+            return Err(ConnectionRejection::BadNotes);
+        }
+        let released = match command.kind {
+            AllocationKind::Allocation if !record.active => Some(ReleaseReason::ConnectionInactive),
+            AllocationKind::Allocation => custody
+                .balance(&command.currency)
+                .debit(command.quantity)
+                .err()
+                .map(|_| ReleaseReason::InsufficientCustodyBalance),
+            AllocationKind::Deallocation => self
+                .balance(&command.currency)
+                .debit(command.quantity)
+                .err()
+                .map(|_| ReleaseReason::InsufficientConnectionBalance),
+        };
+        let allocation = AllocationRecord {
+            allocation_id: command.allocation_id,
+            kind: command.kind,
+            connection_id: record.id,
+            currency: command.currency,
+            quantity: command.quantity,
+            client_external_id: command.client_external_id,
+            initiated_by: command.initiated_by,
+            notes: command.notes,
+            released,
+            at: now,
+        };
+        if let Some(existing) = record.allocations.get(&allocation.client_external_id) {
+            return Err(ConnectionRejection::ExternalIdReused(
+                existing.client_external_id.clone(),
+            ));
+        }
+        if released.is_some() {
+            return Ok(AllocationDecision {
+                connection_events: vec![AllocationReleased {
+                    allocation: allocation.clone(),
+                }
+                .into()],
+                custody_events: vec![],
+                record: allocation,
+            });
+        }
+        let (enterprise_id, allocation_id, connection_id) =
+            (client_enterprise_id, allocation.allocation_id, record.id);
+        let (currency, quantity) = (allocation.currency.clone(), allocation.quantity);
+        let custody_event: DomainEvent = match allocation.kind {
+            AllocationKind::Allocation => CustodyAllocated {
+                enterprise_id,
+                allocation_id,
+                connection_id,
+                currency,
+                quantity,
+                at: now,
+            }
+            .into(),
+            AllocationKind::Deallocation => CustodyDeallocated {
+                enterprise_id,
+                allocation_id,
+                connection_id,
+                currency,
+                quantity,
+                at: now,
+            }
+            .into(),
+        };
+        Ok(AllocationDecision {
+            connection_events: vec![AllocationCleared {
+                allocation: allocation.clone(),
+            }
+            .into()],
+            custody_events: vec![custody_event],
+            record: allocation,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::custody::DepositCredited;
+
+    const CLIENT_E: Uuid = Uuid::from_u128(1);
+    const CONN: Uuid = Uuid::from_u128(2);
+    const T: Timestamp = Timestamp(10);
+
+    fn btc() -> CurrencyCode {
+        CurrencyCode::parse("BTC").unwrap()
+    }
+
+    fn connection(active: bool) -> Connection {
+        let created = ConnectionCreated {
+            connection_id: CONN,
+            name: "c".into(),
+            client_id: Uuid::from_u128(3),
+            client_enterprise_id: CLIENT_E,
+            partner_id: Uuid::from_u128(4),
+            partner_enterprise_id: Uuid::from_u128(5),
+            network_account_id: network_account_id_of(CONN),
+            connection_key: "k".into(),
+            nonce: "n".into(),
+            proof: "p".into(),
+            at: T,
+        };
+        let c = Connection::Absent.evolve(&created.into());
+        c.evolve(
+            &ConnectionUpdated {
+                connection_id: CONN,
+                name: None,
+                active: Some(active),
+                at: T,
+            }
+            .into(),
+        )
+    }
+
+    fn custody(btc_units: i128) -> Custody {
+        Custody::default().evolve(
+            &DepositCredited {
+                enterprise_id: CLIENT_E,
+                deposit_id: Uuid::from_u128(6),
+                external_id: "d".into(),
+                currency: btc(),
+                quantity: btc_units,
+                at: T,
+            }
+            .into(),
+        )
+    }
+
+    fn allocate(kind: AllocationKind, quantity: i128, external: &str) -> Allocate {
+        Allocate {
+            allocation_id: Uuid::from_u128(7),
+            kind,
+            currency: btc(),
+            quantity,
+            client_external_id: external.into(),
+            initiated_by: Uuid::from_u128(8),
+            notes: None,
+        }
+    }
+
+    fn apply(
+        connection: Connection,
+        custody: Custody,
+        d: &AllocationDecision,
+    ) -> (Connection, Custody) {
+        (
+            d.connection_events
+                .iter()
+                .fold(connection, Connection::evolve),
+            d.custody_events.iter().fold(custody, Custody::evolve),
+        )
+    }
+
+    #[test]
+    fn allocations_clear_when_covered_and_release_otherwise() {
+        use AllocationKind::*;
+        let (conn, cust) = (connection(true), custody(100));
+        let d = conn
+            .decide_allocation(CLIENT_E, &cust, allocate(Allocation, 60, "a1"), T)
+            .unwrap();
+        assert_eq!(d.record.released, None);
+        let (conn, cust) = apply(conn, cust, &d);
+        assert_eq!(
+            (
+                conn.balance(&btc()).available(),
+                cust.balance(&btc()).available()
+            ),
+            (60, 40)
+        );
+
+        let short = conn
+            .decide_allocation(CLIENT_E, &cust, allocate(Allocation, 41, "a2"), T)
+            .unwrap();
+        assert_eq!(
+            short.record.released,
+            Some(ReleaseReason::InsufficientCustodyBalance)
+        );
+        assert!(short.custody_events.is_empty());
+        let (conn, cust) = apply(conn, cust, &short);
+        assert_eq!(
+            (
+                conn.balance(&btc()).available(),
+                cust.balance(&btc()).available()
+            ),
+            (60, 40),
+            "nothing moved"
+        );
+
+        let too_much = conn
+            .decide_allocation(CLIENT_E, &cust, allocate(Deallocation, 61, "d1"), T)
+            .unwrap();
+        assert_eq!(
+            too_much.record.released,
+            Some(ReleaseReason::InsufficientConnectionBalance)
+        );
+        let back = conn
+            .decide_allocation(CLIENT_E, &cust, allocate(Deallocation, 60, "d2"), T)
+            .unwrap();
+        let (conn, cust) = apply(conn, cust, &back);
+        assert_eq!(
+            (
+                conn.balance(&btc()).available(),
+                cust.balance(&btc()).available()
+            ),
+            (0, 100)
+        );
+
+        assert_eq!(
+            conn.decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, "a1"), T),
+            Err(ConnectionRejection::ExternalIdReused("a1".into()))
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        use AllocationKind::*;
+        let (conn, cust) = (connection(true), custody(100));
+        assert_eq!(
+            conn.decide_allocation(Uuid::from_u128(99), &cust, allocate(Allocation, 1, "x"), T),
+            Err(ConnectionRejection::NotFound)
+        );
+        assert_eq!(
+            conn.decide_allocation(CLIENT_E, &cust, allocate(Allocation, 0, "x"), T),
+            Err(ConnectionRejection::NotPositive)
+        );
+        assert_eq!(
+            conn.decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, " "), T),
+            Err(ConnectionRejection::BadExternalId)
+        );
+        let inactive = connection(false)
+            .decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, "x"), T)
+            .unwrap();
+        assert_eq!(
+            inactive.record.released,
+            Some(ReleaseReason::ConnectionInactive)
+        );
+        assert_eq!(
+            Connection::Absent.decide_update(CLIENT_E, Some("n".into()), None, T),
+            Err(ConnectionRejection::NotFound)
+        );
+        assert_eq!(
+            conn.decide_update(CLIENT_E, Some("c".into()), Some(true), T),
+            Ok(vec![]),
+            "no change, no event"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The partner aggregate: an exchange or broker record of an enterprise (SPEC §5 Partner), with
+//! its dispute and top-up window lengths and the amount format it writes instructions in.
+//! A partner's id is derived from its enterprise's (one partner record per enterprise).
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::event::{DomainEvent, Timestamp};
+use super::money::AmountFormat;
+
+/// Longest partner name, in bytes.
+pub const PARTNER_NAME_LEN_MAX: usize = 200;
+/// Longest window, in minutes (one year).
+pub const WINDOW_MINUTES_MAX: u32 = 525_600;
+
+/// A window length in minutes, ≥ 0, fractions allowed (0.05 is three seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowMinutes(#[serde(with = "rust_decimal::serde::str")] Decimal);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("a window length is a number of minutes from 0 to {WINDOW_MINUTES_MAX}")]
+    OutOfRange,
+}
+
+impl WindowMinutes {
+    pub fn parse(minutes: Decimal) -> Result<Self, WindowError> {
+        if minutes.is_sign_negative() && !minutes.is_zero()
+            || minutes > Decimal::from(WINDOW_MINUTES_MAX)
+        {
+            return Err(WindowError::OutOfRange);
+        }
+        Ok(Self(minutes.normalize()))
+    }
+
+    pub fn minutes(&self) -> Decimal {
+        self.0
+    }
+
+    /// The length in whole microseconds (fractions of a microsecond are dropped).
+    pub fn micros(&self) -> i64 {
+        use rust_decimal::prelude::ToPrimitive;
+        (self.0 * Decimal::from(60_000_000u32))
+            .trunc()
+            .to_i64()
+            .unwrap_or(i64::MAX)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerRegistered {
+    pub partner_id: Uuid,
+    pub enterprise_id: Uuid,
+    pub name: String,
+    pub broker: bool,
+    pub client_dispute_window: Option<WindowMinutes>,
+    pub top_up_window: Option<WindowMinutes>,
+    pub amount_format: AmountFormat,
+    pub at: Timestamp,
+}
+
+/// Only the fields that changed are `Some`; a window set to "none" is `Some(None)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerUpdated {
+    pub partner_id: Uuid,
+    pub active: Option<bool>,
+    pub client_dispute_window: Option<Option<WindowMinutes>>,
+    pub top_up_window: Option<Option<WindowMinutes>>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartnerRecord {
+    pub id: Uuid,
+    pub enterprise_id: Uuid,
+    pub name: String,
+    pub broker: bool,
+    pub active: bool,
+    pub client_dispute_window: Option<WindowMinutes>,
+    pub top_up_window: Option<WindowMinutes>,
+    pub amount_format: AmountFormat,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Partner {
+    #[default]
+    Absent,
+    Present(PartnerRecord),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartnerCommand {
+    Register {
+        partner_id: Uuid,
+        enterprise_id: Uuid,
+        name: String,
+        broker: bool,
+        client_dispute_window: Option<WindowMinutes>,
+        top_up_window: Option<WindowMinutes>,
+        amount_format: AmountFormat,
+    },
+    Update {
+        active: Option<bool>,
+        client_dispute_window: Option<Option<WindowMinutes>>,
+        top_up_window: Option<Option<WindowMinutes>>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PartnerRejection {
+    #[error("the enterprise already has a partner record")]
+    AlreadyExists,
+    #[error("the partner does not exist")]
+    NotFound,
+    #[error("the name is empty")]
+    NameEmpty,
+    #[error("the name is longer than {PARTNER_NAME_LEN_MAX} bytes")]
+    NameTooLong,
+}
+
+/// The id of the partner record of `enterprise_id`.
+pub fn partner_id_of(enterprise_id: Uuid) -> Uuid {
+    Uuid::new_v5(&enterprise_id, b"partner")
+}
+
+impl Partner {
+    pub fn record(&self) -> Option<&PartnerRecord> {
+        match self {
+            Self::Absent => None,
+            Self::Present(r) => Some(r),
+        }
+    }
+
+    /// Disputes are enabled exactly when the dispute window is set (SPEC §5).
+    pub fn disputes_enabled(&self) -> bool {
+        self.record()
+            .is_some_and(|r| r.client_dispute_window.is_some())
+    }
+
+    pub fn evolve(self, event: &DomainEvent) -> Self {
+        match (self, event) {
+            (Self::Absent, DomainEvent::PartnerRegistered(e)) => Self::Present(PartnerRecord {
+                id: e.partner_id,
+                enterprise_id: e.enterprise_id,
+                name: e.name.clone(),
+                broker: e.broker,
+                active: true,
+                client_dispute_window: e.client_dispute_window,
+                top_up_window: e.top_up_window,
+                amount_format: e.amount_format,
+                created_at: e.at,
+                updated_at: e.at,
+            }),
+            (Self::Present(mut r), DomainEvent::PartnerUpdated(e)) => {
+                r.active = e.active.unwrap_or(r.active);
+                r.client_dispute_window =
+                    e.client_dispute_window.unwrap_or(r.client_dispute_window);
+                r.top_up_window = e.top_up_window.unwrap_or(r.top_up_window);
+                r.updated_at = e.at;
+                Self::Present(r)
+            }
+            (state, _) => state,
+        }
+    }
+
+    pub fn decide(
+        &self,
+        command: PartnerCommand,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, PartnerRejection> {
+        match (self, command) {
+            (Self::Present(_), PartnerCommand::Register { .. }) => {
+                Err(PartnerRejection::AlreadyExists)
+            }
+            (Self::Absent, PartnerCommand::Update { .. }) => Err(PartnerRejection::NotFound),
+            (
+                Self::Absent,
+                PartnerCommand::Register {
+                    partner_id,
+                    enterprise_id,
+                    name,
+                    broker,
+                    client_dispute_window,
+                    top_up_window,
+                    amount_format,
+                },
+            ) => {
+                let name = name.trim().to_owned();
+                if name.is_empty() {
+                    return Err(PartnerRejection::NameEmpty);
+                }
+                if name.len() > PARTNER_NAME_LEN_MAX {
+                    return Err(PartnerRejection::NameTooLong);
+                }
+                Ok(vec![PartnerRegistered {
+                    partner_id,
+                    enterprise_id,
+                    name,
+                    broker,
+                    client_dispute_window,
+                    top_up_window,
+                    amount_format,
+                    at: now,
+                }
+                .into()])
+            }
+            (
+                Self::Present(r),
+                PartnerCommand::Update {
+                    active,
+                    client_dispute_window,
+                    top_up_window,
+                },
+            ) => {
+                // Only what actually changes is recorded; an update that changes nothing records nothing.
+                let active = active.filter(|a| *a != r.active);
+                let client_dispute_window =
+                    client_dispute_window.filter(|w| *w != r.client_dispute_window);
+                let top_up_window = top_up_window.filter(|w| *w != r.top_up_window);
+                if active.is_none() && client_dispute_window.is_none() && top_up_window.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![PartnerUpdated {
+                    partner_id: r.id,
+                    active,
+                    client_dispute_window,
+                    top_up_window,
+                    at: now,
+                }
+                .into()])
+            }
+        }
+    }
+}
