@@ -1,6 +1,9 @@
 //! The command API process: HTTP commands and queries, and — when it holds the leader lock — the
 //! sequencer and relay that order committed events and publish them to JetStream.
 
+pub mod http;
+pub mod state;
+
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -26,6 +29,9 @@ pub struct Config {
     /// Take part in sequencer leadership (one process leads, the others stand by).
     #[arg(long, env = "SETTLE_SEQUENCER", default_value_t = true, action = clap::ArgAction::Set)]
     pub sequencer: bool,
+    /// Path of a currency table (JSON); the shipped default otherwise.
+    #[arg(long, env = "SETTLE_CURRENCIES")]
+    pub currencies: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }
@@ -91,7 +97,10 @@ pub async fn run(
         })
     };
     tracing::info!(listen = %listener.local_addr()?, "command-api listening");
-    service::serve(listener, service::ops_router(readiness), shutdown.clone()).await?;
+    let currencies = load_currencies(config.currencies.as_deref())?;
+    let state = state::AppState::new(pool.clone(), currencies, config.admin_token.as_deref());
+    let app = http::router(state, service::ops_router(readiness));
+    service::serve(listener, app, shutdown.clone()).await?;
     if let Some(sequencer) = sequencer {
         sequencer.await.context("sequencer task panicked")??;
     }
@@ -110,6 +119,23 @@ fn relay_check(p: LeaderProgress) -> Result<(), String> {
     } else {
         Err(format!("JetStream trails the log by {lag} events"))
     }
+}
+
+fn load_currencies(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<events::domain::money::CurrencyTable> {
+    use events::domain::money::CurrencyTable;
+    let Some(path) = path else {
+        return Ok(CurrencyTable::default_table());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read SETTLE_CURRENCIES {}", path.display()))?;
+    CurrencyTable::from_json(&text).with_context(|| {
+        format!(
+            "SETTLE_CURRENCIES {} is not a valid currency table",
+            path.display()
+        )
+    })
 }
 
 fn hostname() -> String {

@@ -2,6 +2,7 @@
 //! checkpoint in one Postgres transaction.
 
 pub mod catalog;
+pub mod tenancy;
 
 use std::sync::Arc;
 
@@ -33,6 +34,9 @@ pub enum Subcommand {
 
 /// Durable consumer (and checkpoint) name of the event catalog projection.
 pub const CATALOG_CONSUMER: &str = "projector-catalog";
+/// Durable consumer (and checkpoint) name of the tenancy and custody read models; reads that
+/// carry `X-Min-Position` wait for this checkpoint.
+pub const READ_MODELS_CONSUMER: &str = "projector-read-models";
 
 pub async fn run(
     listener: TcpListener,
@@ -51,6 +55,14 @@ pub async fn run(
     )
     .await?;
     let consumer = tokio::spawn(consumer.run(shutdown.clone()));
+    let read_models = Consumer::new(
+        pool.clone(),
+        js.clone(),
+        ConsumerConfig::new(READ_MODELS_CONSUMER, bus.clone()),
+        tenancy::Tenancy,
+    )
+    .await?;
+    let read_models = tokio::spawn(read_models.run(shutdown.clone()));
 
     let readiness: Readiness = {
         let (pool, js) = (pool.clone(), js.clone());
@@ -87,6 +99,7 @@ pub async fn run(
     tracing::info!(listen = %listener.local_addr()?, "projector listening");
     service::serve(listener, service::ops_router(readiness), shutdown.clone()).await?;
     consumer.await.context("consumer task panicked")??;
+    read_models.await.context("consumer task panicked")??;
     pool.close().await;
     tracing::info!("projector stopped");
     Ok(())

@@ -2,7 +2,7 @@
 //! from commit to JetStream ack — each next to a raw baseline run on the same servers in the same
 //! run, so the figures read as "what our layers cost" rather than as numbers without context.
 //!
-//! Run it with `deploy/stack bench [-- --quick | --seconds N | --only append|relay|latency]`.
+//! Run it with `deploy/stack bench [--quick] [--seconds N] [--only append|relay|latency]`.
 //! Every phase works in a database and JetStream streams of its own, created here and removed at
 //! the end, so it never touches the stack's `settle` database or the `EVENTS` stream.
 
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use rand::RngCore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -51,6 +52,8 @@ const PAIR_ROUNDS: u32 = 4;
 const LEADER_POOL: u32 = 4;
 /// Ratio below which a figure is flagged: our layers should cost at most 30% over the raw work.
 const RATIO_TARGET: f64 = 0.7;
+/// `application_name` of the admin sessions (create/drop database, interference sampling).
+const APPLICATION_NAME: &str = "eventlog-bench";
 /// Give up waiting for the leader after this long: something is broken, not slow.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -169,6 +172,7 @@ struct Results {
     append: Vec<AppendCell>,
     relay: Option<RelayResult>,
     latency: Option<LatencyResult>,
+    notes: Vec<String>,
 }
 
 /// A database made for one phase.
@@ -186,6 +190,54 @@ struct Ctx {
     js: jetstream::Context,
     databases: Mutex<Vec<String>>,
     streams: Mutex<Vec<String>>,
+    interference: Arc<Interference>,
+}
+
+/// Client sessions outside the benchmark's databases that are running a statement right now.
+const FOREIGN_ACTIVE: &str = "SELECT count(*) FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND state <> 'idle' AND application_name <> $1
+      AND coalesce(datname, '') NOT LIKE 'bench\\_%'";
+
+/// What the sampler saw of other work on the same Postgres. The machine is shared (a test suite,
+/// the stack's own services), and on two cores any of it shows up in every figure, so a phase
+/// that ran beside it is flagged instead of silently reported as clean.
+#[derive(Debug, Default)]
+struct Interference {
+    samples: AtomicU64,
+    busy: AtomicU64,
+    most: AtomicU64,
+}
+
+impl Interference {
+    /// Samples since the last call, and how many of them saw foreign work (and at most how much).
+    fn take(&self) -> (u64, u64, u64) {
+        (
+            self.samples.swap(0, Ordering::Relaxed),
+            self.busy.swap(0, Ordering::Relaxed),
+            self.most.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+async fn watch_interference(admin: PgPool, seen: Arc<Interference>, stop: CancellationToken) {
+    loop {
+        if let Ok(active) = sqlx::query_scalar::<_, i64>(FOREIGN_ACTIVE)
+            .bind(APPLICATION_NAME)
+            .fetch_one(&admin)
+            .await
+        {
+            let active = u64::try_from(active).unwrap_or(0);
+            seen.samples.fetch_add(1, Ordering::Relaxed);
+            if active > 0 {
+                seen.busy.fetch_add(1, Ordering::Relaxed);
+            }
+            seen.most.fetch_max(active, Ordering::Relaxed);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 fn random_hex() -> String {
@@ -230,20 +282,40 @@ impl Ctx {
     }
 
     async fn drop_db(&self, name: &str) {
-        // DEBUG: who is still connected?
-        let rows: Vec<(i32, Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT pid, application_name, state, query FROM pg_stat_activity WHERE datname = $1",
-        )
-        .bind(name)
-        .fetch_all(&self.admin)
-        .await
-        .unwrap_or_default();
-        eprintln!("DEBUG drop {name}: {rows:?}");
-        // FORCE: a leader that is still shutting down must not keep the database alive.
-        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&self.admin)
+        // A closed pool can still be handing a connection back (sqlx returns connections from a
+        // spawned task); give such stragglers a moment to leave.
+        for _ in 0..40 {
+            let sessions: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND backend_type = 'client backend'",
+            )
+            .bind(name)
+            .fetch_one(&self.admin)
             .await
-        {
+            .unwrap_or(0);
+            if sessions == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A plain DROP stops autovacuum workers by itself, which FORCE may not do for a role
+        // without pg_signal_backend; FORCE is only for a session of ours that would not leave.
+        let mut last_error = None;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("DROP DATABASE IF EXISTS {name}"),
+        ] {
+            match sqlx::query(&statement).execute(&self.admin).await {
+                Ok(_) => {
+                    last_error = None;
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Some(e) = last_error {
             tracing::warn!(database = name, error = %e, "cannot drop benchmark database");
             return;
         }
@@ -1060,6 +1132,18 @@ async fn bench_latency(ctx: &Ctx, results: &mut Results) -> Result<()> {
         writing.as_secs_f64(),
         result.max_lateness.as_secs_f64() * 1000.0
     );
+    if result.achieved < result.target * 0.95 {
+        // Open-loop pacing fell behind: appends and leader together could not carry the target
+        // (the capacities above were measured one at a time), so these figures include queueing.
+        let note = format!(
+            "latency: the writer reached only {} of {} ev/s (up to {:.0} ms behind schedule): the system was overloaded at this rate; try --latency-rate",
+            thousands(result.achieved),
+            thousands(result.target),
+            result.max_lateness.as_secs_f64() * 1000.0
+        );
+        println!("note: {note}");
+        results.notes.push(note);
+    }
     println!(
         "p50 {}  p99 {}  max {}  (n={}, acked before the writer saw its commit: {}, never seen acked: {})",
         millis(result.p50_us),
@@ -1075,6 +1159,9 @@ async fn bench_latency(ctx: &Ctx, results: &mut Results) -> Result<()> {
 
 fn print_summary(results: &Results) {
     println!("\n== summary");
+    for note in &results.notes {
+        println!("note: {note}");
+    }
     for c in &results.append {
         let ratio = c.ours / c.raw;
         println!(
@@ -1113,14 +1200,25 @@ fn print_summary(results: &Results) {
 }
 
 async fn run(ctx: &Ctx, results: &mut Results) -> Result<()> {
-    if ctx.settings.runs(Phase::Append) {
-        bench_append(ctx, results).await?;
-    }
-    if ctx.settings.runs(Phase::Relay) {
-        bench_relay(ctx, results).await?;
-    }
-    if ctx.settings.runs(Phase::Latency) {
-        bench_latency(ctx, results).await?;
+    for phase in [Phase::Append, Phase::Relay, Phase::Latency] {
+        if !ctx.settings.runs(phase) {
+            continue;
+        }
+        ctx.interference.take();
+        match phase {
+            Phase::Append => bench_append(ctx, results).await?,
+            Phase::Relay => bench_relay(ctx, results).await?,
+            Phase::Latency => bench_latency(ctx, results).await?,
+        }
+        let (samples, busy, most) = ctx.interference.take();
+        if busy > 0 {
+            let note = format!(
+                "{phase:?} ran beside other Postgres work ({busy} of {samples} samples saw up to {most} foreign active sessions): its figures are disturbed"
+            )
+            .to_lowercase();
+            println!("note: {note}");
+            results.notes.push(note);
+        }
     }
     Ok(())
 }
@@ -1136,7 +1234,17 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let settings = Settings::from_args(&args)?;
-    let admin = db::connect(&args.database_url, 2).await?;
+    // Named, so the interference sampler can tell this process's own sessions from others'.
+    let admin_options = args
+        .database_url
+        .parse::<PgConnectOptions>()
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .application_name(APPLICATION_NAME);
+    let admin = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(admin_options)
+        .await
+        .context("cannot connect to Postgres")?;
     let js = bus::connect(&args.nats_url).await?;
 
     let server: String = sqlx::query_scalar("SHOW server_version")
@@ -1159,12 +1267,21 @@ async fn main() -> Result<()> {
         js,
         databases: Mutex::new(Vec::new()),
         streams: Mutex::new(Vec::new()),
+        interference: Arc::new(Interference::default()),
     };
+    let stop_watching = CancellationToken::new();
+    let watcher = tokio::spawn(watch_interference(
+        ctx.admin.clone(),
+        ctx.interference.clone(),
+        stop_watching.clone(),
+    ));
     let mut results = Results::default();
     let outcome = tokio::select! {
         r = run(&ctx, &mut results) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
+    stop_watching.cancel();
+    watcher.await.ok();
     // Runs after errors and interrupts too: nothing of the benchmark may outlive it.
     ctx.cleanup().await;
     print_summary(&results);

@@ -1,6 +1,6 @@
-//! Appending and reading events. An append is one call of the `append_events` SQL function (one
-//! round trip, one commit): every touched stream's head is checked and advanced in stream order,
-//! all events go in with one multi-row insert, then the command's outcome and nonce are recorded.
+//! Appending and reading events. An append is one SQL statement (one round trip, one commit):
+//! every touched stream's head is checked and advanced in stream order, all events go in with one
+//! multi-row insert, then the command's outcome and nonce are recorded.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,48 @@ use super::{from_datetime, to_datetime};
 use crate::codec::{EncodedEvent, Metadata, SequencedEvent, StoredEvent};
 use crate::domain::event::Timestamp;
 use crate::domain::{event_id, CommandId, StreamName};
+
+/// The append, as one statement: one round trip, one commit in autocommit mode.
+/// 1. `heads`: lock and advance every touched stream's head in (category, id) order — so
+///    concurrent appends cannot deadlock — checking each expected version.
+/// 2. `verdict`: a stream that did not advance, or was created although expected at a version,
+///    raises SE409 and aborts the whole statement.
+/// 3. One multi-row insert of the events, stamped with this transaction's id and their order.
+/// 4. The command outcome and nonce: a concurrent twin violates their primary keys.
+const APPEND_SQL: &str = "
+WITH heads AS (
+    INSERT INTO streams AS s (category, id, version, previous_version)
+    SELECT u.category, u.id, u.new_version, u.expected
+    FROM unnest($1::text[], $2::text[], $4::bigint[], $3::bigint[]) AS u(category, id, new_version, expected)
+    ORDER BY u.category, u.id
+    ON CONFLICT (category, id) DO UPDATE
+        SET version = EXCLUDED.version, previous_version = EXCLUDED.previous_version
+        WHERE s.version = EXCLUDED.previous_version
+    RETURNING (xmax = 0) AS inserted, previous_version
+), verdict AS (
+    SELECT raise_stream_conflict()
+    FROM (SELECT count(*) AS advanced, count(*) FILTER (WHERE inserted AND previous_version <> 0) AS created_late FROM heads) h
+    WHERE h.advanced <> cardinality($1::text[]) OR h.created_late <> 0
+), appended AS (
+    INSERT INTO events (event_id, txid, tx_seq, category, stream_id, version, type_id, schema_version, payload, metadata, recorded_at)
+    SELECT u.event_id, pg_current_xact_id()::text::bigint, u.ord::integer, u.category, u.stream_id, u.version,
+           u.type_id, u.schema_version, u.payload, $12, $13
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::smallint[], $11::bytea[])
+         WITH ORDINALITY AS u(event_id, category, stream_id, version, type_id, schema_version, payload, ord)
+    WHERE NOT EXISTS (SELECT 1 FROM verdict)
+    RETURNING 1
+), outcome AS (
+    INSERT INTO command_outcomes (command_id, request_hash, outcome, recorded_at, txid)
+    SELECT $14, $15, $16, $13, pg_current_xact_id()::text::bigint
+    WHERE NOT EXISTS (SELECT 1 FROM verdict)
+    RETURNING 1
+), nonce AS (
+    INSERT INTO nonces (scope, nonce, payload_hash, command_id, recorded_at)
+    SELECT $17, $18, $19, $14, $13
+    WHERE $18::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM verdict)
+    RETURNING 1
+)
+SELECT pg_current_xact_id()::text::bigint";
 
 /// Handle on the event store. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -82,6 +124,8 @@ pub enum AppendError {
 pub struct StoredOutcome {
     pub request_hash: [u8; 32],
     pub outcome: Vec<u8>,
+    /// The transaction that recorded it (absent for outcomes recorded before this was kept).
+    pub txid: Option<i64>,
 }
 
 /// What the registry knows of a nonce.
@@ -96,7 +140,7 @@ pub enum NonceState {
     Reused,
 }
 
-fn hash32(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn hash32(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     if bytes.len() == 32 {
         out.copy_from_slice(bytes);
@@ -161,41 +205,41 @@ pub async fn append_on(
         let new_versions: Vec<i64> = heads.values().map(|v| v.1 as i64).collect();
         let nonce = request.nonce.as_ref();
 
-        let result = sqlx::query_scalar::<_, i64>(
-            "SELECT append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-        )
-        .bind(&stream_cats)
-        .bind(&stream_ids)
-        .bind(&expected)
-        .bind(&new_versions)
-        .bind(&ids)
-        .bind(&cats)
-        .bind(&sids)
-        .bind(&versions)
-        .bind(&types)
-        .bind(&schemas)
-        .bind(&payloads)
-        .bind(request.metadata.encode())
-        .bind(to_datetime(request.recorded_at))
-        .bind(request.command_id.as_uuid())
-        .bind(request.request_hash.as_slice())
-        .bind(request.outcome.as_slice())
-        .bind(nonce.map(|n| n.scope.as_str()))
-        .bind(nonce.map(|n| n.nonce.as_str()))
-        .bind(nonce.map(|n| n.payload_hash.as_slice()))
-        .fetch_one(&mut *conn)
-        .await;
+        let result = sqlx::query_scalar::<_, i64>(APPEND_SQL)
+            .bind(&stream_cats)
+            .bind(&stream_ids)
+            .bind(&expected)
+            .bind(&new_versions)
+            .bind(&ids)
+            .bind(&cats)
+            .bind(&sids)
+            .bind(&versions)
+            .bind(&types)
+            .bind(&schemas)
+            .bind(&payloads)
+            .bind(request.metadata.encode())
+            .bind(to_datetime(request.recorded_at))
+            .bind(request.command_id.as_uuid())
+            .bind(request.request_hash.as_slice())
+            .bind(request.outcome.as_slice())
+            .bind(nonce.map(|n| n.scope.as_str()))
+            .bind(nonce.map(|n| n.nonce.as_str()))
+            .bind(nonce.map(|n| n.payload_hash.as_slice()))
+            .fetch_one(&mut *conn)
+            .await;
         match result {
             Ok(txid) => Ok(Appended {
                 txid,
                 event_ids: ids,
             }),
-            Err(sqlx::Error::Database(e)) => match e.code().as_deref() {
-                Some("SE409") => Err(AppendError::Conflict),
-                Some("SE410") => Err(AppendError::DuplicateCommand),
-                Some("SE411") => Err(AppendError::NonceTaken),
-                // A concurrent first append of the same new stream collides on the key.
-                Some("23505") => Err(AppendError::Conflict),
+            Err(sqlx::Error::Database(e)) => match (e.code().as_deref(), e.constraint()) {
+                (Some("SE409"), _) => Err(AppendError::Conflict),
+                (Some("23505"), Some("command_outcomes_pkey")) => {
+                    Err(AppendError::DuplicateCommand)
+                }
+                (Some("23505"), Some("nonces_pkey")) => Err(AppendError::NonceTaken),
+                // A twin's events, or a version taken meanwhile: the stream moved.
+                (Some("23505"), _) => Err(AppendError::Conflict),
                 _ => Err(AppendError::Database(sqlx::Error::Database(e))),
             },
             Err(e) => Err(AppendError::Database(e)),
@@ -226,15 +270,20 @@ impl EventStore {
         &self,
         command_id: CommandId,
     ) -> Result<Option<StoredOutcome>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT request_hash, outcome FROM command_outcomes WHERE command_id = $1")
-                .bind(command_id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| StoredOutcome {
-            request_hash: hash32(r.get("request_hash")),
-            outcome: r.get("outcome"),
-        }))
+        let row = sqlx::query(
+            "SELECT request_hash, outcome, txid FROM command_outcomes WHERE command_id = $1",
+        )
+        .bind(command_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredOutcome {
+                request_hash: hash32(r.try_get("request_hash")?),
+                outcome: r.try_get("outcome")?,
+                txid: r.try_get("txid")?,
+            })
+        })
+        .transpose()
     }
 
     pub async fn nonce_state(
@@ -250,12 +299,14 @@ impl EventStore {
         .bind(nonce)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            None => NonceState::Fresh,
-            Some(r) if hash32(r.get("payload_hash")) == *payload_hash => NonceState::Retry {
-                command_id: CommandId::from_uuid(r.get("command_id")),
-            },
-            Some(_) => NonceState::Reused,
+        let Some(row) = row else {
+            return Ok(NonceState::Fresh);
+        };
+        if hash32(row.try_get("payload_hash")?) != *payload_hash {
+            return Ok(NonceState::Reused);
+        }
+        Ok(NonceState::Retry {
+            command_id: CommandId::from_uuid(row.try_get("command_id")?),
         })
     }
 

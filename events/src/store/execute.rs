@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::append::{AppendError, AppendRequest, EventStore, NewEvent, NonceClaim, NonceState};
+use super::append::{
+    AppendError, AppendRequest, EventStore, NewEvent, NonceClaim, NonceState, StoredOutcome,
+};
 use crate::codec::{decode_event, encode_event, DecodeError, Metadata};
 use crate::domain::event::Timestamp;
 use crate::domain::{CommandId, DomainEvent, StreamName};
@@ -56,8 +58,9 @@ pub struct Decision {
 pub enum Executed<R> {
     /// The events were appended (possibly none) in transaction `txid`.
     Committed { outcome: Vec<u8>, txid: Option<i64> },
-    /// The same command (or nonce with the same payload) was executed before: its first outcome.
-    Replayed { outcome: Vec<u8> },
+    /// The same command (or nonce with the same payload) was executed before: its first outcome,
+    /// and the transaction that recorded it.
+    Replayed { outcome: Vec<u8>, txid: Option<i64> },
     /// `decide` refused; nothing was written.
     Rejected(R),
 }
@@ -95,12 +98,12 @@ async fn load(store: &EventStore, streams: &[StreamName]) -> Result<Loaded, Exec
 async fn earlier_outcome(
     store: &EventStore,
     command: &Command,
-) -> Result<Option<Vec<u8>>, ExecuteError> {
+) -> Result<Option<StoredOutcome>, ExecuteError> {
     if let Some(found) = store.command_outcome(command.id).await? {
         if found.request_hash != command.request_hash {
             return Err(ExecuteError::RequestMismatch);
         }
-        return Ok(Some(found.outcome));
+        return Ok(Some(found));
     }
     if let Some(nonce) = &command.nonce {
         match store
@@ -111,7 +114,7 @@ async fn earlier_outcome(
             NonceState::Reused => return Err(ExecuteError::NonceReused),
             NonceState::Retry { command_id } => {
                 let first = store.command_outcome(command_id).await?;
-                return Ok(Some(first.map(|f| f.outcome).unwrap_or_default()));
+                return Ok(first);
             }
         }
     }
@@ -131,8 +134,11 @@ pub async fn execute<R>(
         // the append below conflicts and the next round sees it. The other order would let a
         // twin's events be decided on as if they were someone else's.
         let loaded = load(store, &command.streams).await?;
-        if let Some(outcome) = earlier_outcome(store, command).await? {
-            return Ok(Executed::Replayed { outcome });
+        if let Some(first) = earlier_outcome(store, command).await? {
+            return Ok(Executed::Replayed {
+                outcome: first.outcome,
+                txid: first.txid,
+            });
         }
         let decision = match decide(&loaded) {
             Ok(decision) => decision,

@@ -21,10 +21,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::event::Timestamp;
 
-pub(crate) fn to_datetime(t: Timestamp) -> DateTime<Utc> {
+pub fn to_datetime(t: Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.0).unwrap_or_default()
 }
 
-pub(crate) fn from_datetime(t: DateTime<Utc>) -> Timestamp {
+pub fn from_datetime(t: DateTime<Utc>) -> Timestamp {
     Timestamp(t.timestamp_micros())
 }

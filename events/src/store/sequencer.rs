@@ -13,7 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, PgPool, Row};
 
-use super::append::stored_event_from_row;
+use super::append::{hash32, stored_event_from_row};
 use crate::codec::{chain_hash, ChainHash, SequencedEvent};
 
 /// Advisory lock key of the sequencer leadership (per database).
@@ -122,16 +122,14 @@ impl Sequencer {
         let row = sqlx::query("SELECT last_position, last_hash, last_txid, last_tx_seq FROM sequencer_state WHERE id = 1")
             .fetch_one(&pool)
             .await?;
-        let hash: Vec<u8> = row.get("last_hash");
-        let mut last_hash = [0u8; 32];
-        last_hash.copy_from_slice(&hash);
+        let last_hash = hash32(row.try_get("last_hash")?);
         Ok(Self {
             pool,
             epoch: leadership.epoch,
-            last_position: row.get::<i64, _>("last_position") as u64,
+            last_position: row.try_get::<i64, _>("last_position")? as u64,
             last_hash,
-            last_txid: row.get("last_txid"),
-            last_tx_seq: row.get("last_tx_seq"),
+            last_txid: row.try_get("last_txid")?,
+            last_tx_seq: row.try_get("last_tx_seq")?,
             batch_max: SEQUENCE_BATCH_MAX,
         })
     }
@@ -164,7 +162,8 @@ impl Sequencer {
         let Some(last_row) = rows.last() else {
             return Ok(StepOutcome::Idle);
         };
-        let (last_txid, last_tx_seq): (i64, i32) = (last_row.get("txid"), last_row.get("tx_seq"));
+        let (last_txid, last_tx_seq): (i64, i32) =
+            (last_row.try_get("txid")?, last_row.try_get("tx_seq")?);
 
         let mut batch = Vec::with_capacity(rows.len());
         let mut hash = self.last_hash;

@@ -1,0 +1,590 @@
+//! The admin API (SPEC §6.3): provisioning and operator actions, each an event-sourced command
+//! through the one write path, authorized by the admin token.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get, patch, post};
+use axum::{Extension, Json, Router};
+use events::codec::Actor;
+use events::domain::client::{client_id_of, Client, ClientRejection};
+use events::domain::custody::{Custody, DepositRejection};
+use events::domain::enterprise::{Enterprise, EnterpriseCommand, EnterpriseRejection};
+use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
+use events::domain::partner::{
+    partner_id_of, Partner, PartnerCommand, PartnerRejection, WindowMinutes,
+};
+use events::domain::user::{CreateUser, User, UserRejection};
+use events::domain::CommandId;
+use rand::RngCore;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::auth::{
+    client_stream, custody_stream, enterprise_stream, fold, new_token, partner_stream, user_stream,
+    Admin,
+};
+use super::body::{parse, JsonBody};
+use super::command::{run, CommandSpec, Reply};
+use super::context::RequestId;
+use super::error::ApiError;
+use super::views;
+use crate::state::{sha256, AppState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/enterprises", post(create_enterprise))
+        .route("/enterprises/{e}", patch(set_license))
+        .route("/users", post(create_user))
+        .route("/enterprises/{e}/keys", post(register_key))
+        .route("/enterprises/{e}/keys/{key_id}", delete(revoke_key))
+        .route("/enterprises/{e}/partner", post(register_partner))
+        .route("/partners/{id}", patch(update_partner))
+        .route("/enterprises/{e}/client", post(register_client))
+        .route("/enterprises/{e}/deposits", post(deposit))
+        .route("/currencies", get(currencies))
+}
+
+/// A command of the operator: random identity (each POST is a new action), no nonce.
+fn admin_command(
+    kind: &str,
+    id: Uuid,
+    body: &Value,
+    streams: Vec<events::domain::StreamName>,
+) -> CommandSpec {
+    CommandSpec {
+        id: CommandId::derive(kind, &[id.as_bytes()]),
+        request_hash: sha256(body.to_string().as_bytes()),
+        nonce: None,
+        streams,
+        actor: Actor::Admin,
+        key_id: None,
+    }
+}
+
+fn enterprise_error(e: EnterpriseRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        EnterpriseRejection::NotFound | EnterpriseRejection::KeyNotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        }
+        EnterpriseRejection::AlreadyExists | EnterpriseRejection::KeyAlreadyRegistered => {
+            ApiError::conflict("already_exists", message)
+        }
+        EnterpriseRejection::TooManyKeys => ApiError::unprocessable("too_many_keys", message),
+        EnterpriseRejection::NameEmpty | EnterpriseRejection::NameTooLong => {
+            ApiError::bad_request("invalid_name", message)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateEnterprise {
+    name: String,
+    #[serde(default)]
+    oes_license: bool,
+}
+
+async fn create_enterprise(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: CreateEnterprise = parse(&body)?;
+    let id = Uuid::new_v4();
+    let stream = enterprise_stream(id);
+    let spec = admin_command("create-enterprise", id, &body, vec![stream.clone()]);
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
+        let command = EnterpriseCommand::Create {
+            enterprise_id: id,
+            name: request.name.clone(),
+            oes_license: request.oes_license,
+        };
+        let events = current.decide(command, at).map_err(enterprise_error)?;
+        let after = events.iter().fold(current, Enterprise::evolve);
+        let view = after.record().map(views::enterprise);
+        Ok((
+            events.into_iter().map(|e| (stream.clone(), e)).collect(),
+            Reply::ok(json!({ "enterprise": view })),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetLicense {
+    oes_license: bool,
+}
+
+async fn set_license(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: SetLicense = parse(&body)?;
+    let stream = enterprise_stream(e);
+    let spec = admin_command("set-license", Uuid::new_v4(), &body, vec![stream.clone()]);
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
+        let events = current
+            .decide(
+                EnterpriseCommand::SetLicense {
+                    oes_license: request.oes_license,
+                },
+                at,
+            )
+            .map_err(enterprise_error)?;
+        let after = events.iter().fold(current, Enterprise::evolve);
+        let view = after.record().map(views::enterprise);
+        Ok((
+            events.into_iter().map(|e| (stream.clone(), e)).collect(),
+            Reply::ok(json!({ "enterprise": view })),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateUserRequest {
+    name: String,
+    enterprise_ids: Vec<Uuid>,
+    #[serde(default)]
+    auditor: bool,
+}
+
+async fn create_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: CreateUserRequest = parse(&body)?;
+    let user_id = Uuid::new_v4();
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let (token, token_hash) = new_token(user_id, secret);
+    let stream = user_stream(user_id);
+    let mut streams = vec![stream.clone()];
+    streams.extend(request.enterprise_ids.iter().map(|e| enterprise_stream(*e)));
+    let spec = admin_command("create-user", user_id, &body, streams);
+    let response = run(&state, &request_id, spec, |loaded, at| {
+        let enterprises_exist = request.enterprise_ids.iter().all(|e| {
+            fold::<Enterprise>(loaded, &enterprise_stream(*e), Enterprise::evolve)
+                .record()
+                .is_some()
+        });
+        let command = CreateUser {
+            user_id,
+            name: request.name.clone(),
+            token_hash,
+            enterprise_ids: request.enterprise_ids.clone(),
+            auditor: request.auditor,
+            enterprises_exist,
+        };
+        let current: User = fold(loaded, &stream, User::evolve);
+        let events = current.decide_create(command, at).map_err(user_error)?;
+        let after = events.iter().fold(User::Absent, User::evolve);
+        // The clear token is not part of the recorded outcome: it is shown once, below.
+        let view = after.record().map(views::user);
+        Ok((
+            events.into_iter().map(|e| (stream.clone(), e)).collect(),
+            Reply::ok(json!({ "user": view })),
+        ))
+    })
+    .await?;
+    with_token(response, &token).await
+}
+
+/// Adds the one-time `accessToken` to a successful user creation.
+async fn with_token(response: Response, token: &str) -> Result<Response, ApiError> {
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+    value["accessToken"] = token.into();
+    let mut response = axum::response::IntoResponse::into_response(Json(value));
+    *response.status_mut() = parts.status;
+    for (name, header) in parts
+        .headers
+        .iter()
+        .filter(|(n, _)| *n != axum::http::header::CONTENT_LENGTH)
+    {
+        response.headers_mut().insert(name, header.clone());
+    }
+    Ok(response)
+}
+
+fn user_error(e: UserRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        UserRejection::AlreadyExists => ApiError::conflict("already_exists", message),
+        UserRejection::EnterpriseNotFound => {
+            ApiError::unprocessable("enterprise_not_found", message)
+        }
+        UserRejection::NameEmpty
+        | UserRejection::NameTooLong
+        | UserRejection::TooManyEnterprises => ApiError::bad_request("invalid_request", message),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterKey {
+    public_key: String,
+}
+
+async fn register_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: RegisterKey = parse(&body)?;
+    let key = schemas::signing::PublicKey::parse_hex(&request.public_key)
+        .map_err(|err| ApiError::bad_request(err.code(), format!("publicKey: {err}")))?;
+    let key_id = Uuid::new_v4();
+    let stream = enterprise_stream(e);
+    let spec = admin_command("register-key", key_id, &body, vec![stream.clone()]);
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
+        let command = EnterpriseCommand::RegisterKey {
+            key_id,
+            public_key: key.as_bytes(),
+        };
+        let events = current.decide(command, at).map_err(enterprise_error)?;
+        let after = events.iter().fold(current, Enterprise::evolve);
+        let view = after.record().map(|r| views::key(e, key_id, r));
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "key": view })),
+        ))
+    })
+    .await
+}
+
+async fn revoke_key(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, key_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response, ApiError> {
+    let stream = enterprise_stream(e);
+    let spec = admin_command(
+        "revoke-key",
+        Uuid::new_v4(),
+        &json!({ "keyId": key_id }),
+        vec![stream.clone()],
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
+        let events = current
+            .decide(EnterpriseCommand::RevokeKey { key_id }, at)
+            .map_err(enterprise_error)?;
+        let after = events.iter().fold(current, Enterprise::evolve);
+        let view = after.record().map(|r| views::key(e, key_id, r));
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "key": view })),
+        ))
+    })
+    .await
+}
+
+/// Parses a window length in minutes: a JSON number ≥ 0 (fractions allowed) or null.
+fn window(value: Option<&Value>, field: &str) -> Result<Option<WindowMinutes>, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_window",
+            format!("{field} must be a number of minutes ≥ 0, or null"),
+        )
+    };
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let minutes: Decimal = n.to_string().parse().map_err(|_| bad())?;
+            WindowMinutes::parse(minutes).map(Some).map_err(|_| bad())
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
+fn partner_error(e: PartnerRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        PartnerRejection::AlreadyExists => ApiError::conflict("already_exists", message),
+        PartnerRejection::NotFound => ApiError::not_found("partner"),
+        PartnerRejection::NameEmpty | PartnerRejection::NameTooLong => {
+            ApiError::bad_request("invalid_name", message)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterPartner {
+    name: String,
+    #[serde(default)]
+    broker: bool,
+    #[serde(default)]
+    client_dispute_window_minutes: Option<Value>,
+    #[serde(default)]
+    top_up_window_minutes: Option<Value>,
+    #[serde(default)]
+    amount_format: AmountFormat,
+}
+
+async fn register_partner(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: RegisterPartner = parse(&body)?;
+    let client_dispute_window = window(
+        request.client_dispute_window_minutes.as_ref(),
+        "clientDisputeWindowMinutes",
+    )?;
+    let top_up_window = window(request.top_up_window_minutes.as_ref(), "topUpWindowMinutes")?;
+    let partner_id = partner_id_of(e);
+    let (enterprise, stream) = (enterprise_stream(e), partner_stream(partner_id));
+    let spec = admin_command(
+        "register-partner",
+        Uuid::new_v4(),
+        &body,
+        vec![enterprise.clone(), stream.clone()],
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
+            .record()
+            .is_none()
+        {
+            return Err(ApiError::not_found("enterprise"));
+        }
+        let current: Partner = fold(loaded, &stream, Partner::evolve);
+        let command = PartnerCommand::Register {
+            partner_id,
+            enterprise_id: e,
+            name: request.name.clone(),
+            broker: request.broker,
+            client_dispute_window,
+            top_up_window,
+            amount_format: request.amount_format,
+        };
+        let events = current.decide(command, at).map_err(partner_error)?;
+        let after = events.iter().fold(current, Partner::evolve);
+        let view = after.record().map(views::partner);
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "partner": view })),
+        ))
+    })
+    .await
+}
+
+/// A field that may be absent (unchanged), `null` (cleared) or a value.
+fn tri_state<'a>(body: &'a Value, field: &str) -> Option<Option<&'a Value>> {
+    body.get(field)
+        .map(|v| if v.is_null() { None } else { Some(v) })
+}
+
+async fn update_partner(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(partner_id): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let allowed = ["active", "clientDisputeWindowMinutes", "topUpWindowMinutes"];
+    if let Some(unknown) = body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("invalid request: unknown field `{unknown}`"),
+        ));
+    }
+    let active = match body.get("active") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "active must be true or false",
+            ))
+        }
+    };
+    let dispute = tri_state(&body, "clientDisputeWindowMinutes")
+        .map(|v| window(v, "clientDisputeWindowMinutes"))
+        .transpose()?;
+    let top_up = tri_state(&body, "topUpWindowMinutes")
+        .map(|v| window(v, "topUpWindowMinutes"))
+        .transpose()?;
+    let stream = partner_stream(partner_id);
+    let spec = admin_command(
+        "update-partner",
+        Uuid::new_v4(),
+        &body,
+        vec![stream.clone()],
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Partner = fold(loaded, &stream, Partner::evolve);
+        let command = PartnerCommand::Update {
+            active,
+            client_dispute_window: dispute,
+            top_up_window: top_up,
+        };
+        let events = current.decide(command, at).map_err(partner_error)?;
+        let after = events.iter().fold(current, Partner::evolve);
+        let view = after.record().map(views::partner);
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "partner": view })),
+        ))
+    })
+    .await
+}
+
+async fn register_client(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let (enterprise, stream) = (enterprise_stream(e), client_stream(e));
+    let spec = admin_command(
+        "register-client",
+        client_id_of(e),
+        &json!({}),
+        vec![enterprise.clone(), stream.clone()],
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
+            .record()
+            .is_none()
+        {
+            return Err(ApiError::not_found("enterprise"));
+        }
+        let current: Client = fold(loaded, &stream, Client::evolve);
+        let events = current
+            .decide_register(e, at)
+            .map_err(|ClientRejection::AlreadyExists| {
+                ApiError::conflict(
+                    "already_exists",
+                    "the enterprise already has a client record",
+                )
+            })?;
+        let after = events.iter().fold(current, Client::evolve);
+        let view = after.record().map(views::client);
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "client": view })),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DepositRequest {
+    currency: String,
+    quantity: String,
+    external_id: String,
+}
+
+async fn deposit(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: DepositRequest = parse(&body)?;
+    let currency = CurrencyCode::parse(&request.currency)
+        .map_err(|err| ApiError::bad_request(err.code(), format!("currency: {err}")))?;
+    let decimals = state
+        .currencies
+        .decimals_of(&currency)
+        .map_err(|err| ApiError::bad_request(err.code(), err.to_string()))?;
+    let quantity = parse_amount(&request.quantity, AmountFormat::BaseUnits, decimals)
+        .map_err(|err| ApiError::bad_request(err.code(), format!("quantity: {err}")))?;
+    let (enterprise, stream) = (enterprise_stream(e), custody_stream(e));
+    // Idempotent on externalId: the command's identity is the enterprise and externalId.
+    let spec = CommandSpec {
+        id: CommandId::derive("deposit", &[e.as_bytes(), request.external_id.as_bytes()]),
+        request_hash: sha256(format!("{}:{quantity}", currency.as_str()).as_bytes()),
+        nonce: None,
+        streams: vec![enterprise.clone(), stream.clone()],
+        actor: Actor::Admin,
+        key_id: None,
+    };
+    let deposit_id = Uuid::new_v4();
+    run(&state, &request_id, spec, |loaded, at| {
+        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
+            .record()
+            .is_none()
+        {
+            return Err(ApiError::not_found("enterprise"));
+        }
+        let custody: Custody = fold(loaded, &stream, Custody::evolve);
+        let events = custody
+            .decide_deposit(
+                e,
+                deposit_id,
+                &request.external_id,
+                currency.clone(),
+                quantity,
+                at,
+            )
+            .map_err(deposit_error)?;
+        let after = events.iter().fold(custody, Custody::evolve);
+        let recorded = after.deposits.get(&request.external_id);
+        let view = recorded.map(|d| {
+            json!({
+                "id": d.deposit_id,
+                "enterpriseId": e,
+                "externalId": request.external_id,
+                "currency": d.currency.as_str(),
+                "quantity": d.quantity.to_string(),
+                "createdAt": views::time(d.at),
+            })
+        });
+        Ok((
+            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
+            Reply::ok(json!({ "deposit": view })),
+        ))
+    })
+    .await
+}
+
+fn deposit_error(e: DepositRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        DepositRejection::ExistsWithDifferentAmount(_) => {
+            ApiError::conflict("idempotency_conflict", message)
+        }
+        DepositRejection::Money(m) => ApiError::bad_request(m.code(), message),
+        DepositRejection::NotPositive | DepositRejection::ExternalIdEmpty => {
+            ApiError::bad_request("invalid_request", message)
+        }
+    }
+}
+
+async fn currencies(_: Admin, State(state): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(&*state.currencies).unwrap_or_default())
+}

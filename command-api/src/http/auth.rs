@@ -1,0 +1,225 @@
+//! Authentication: bearer tokens (stored only as SHA-256), the admin token, and the SPEC §2
+//! checks for network routes, decided by `events::domain::access` on freshly loaded streams —
+//! so a user, key or licence change takes effect on the very next request.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use events::domain::access::{self, AccessRejection, Scope};
+use events::domain::client::{client_id_of, Client};
+use events::domain::enterprise::Enterprise;
+use events::domain::partner::{partner_id_of, Partner};
+use events::domain::user::User;
+use events::domain::{DomainEvent, StreamName};
+use events::store::Loaded;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::state::{sha256, AppState};
+
+/// Prefix of every user access token: `st_<user id>_<secret>`.
+const TOKEN_PREFIX: &str = "st_";
+
+/// The caller of a network route, as its token claims (not yet checked against the user).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub token_hash: [u8; 32],
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::unauthorized("unauthenticated", "missing or unknown access token")
+}
+
+/// A new access token for `user_id` from 32 random bytes; returns the token and its digest.
+pub fn new_token(user_id: Uuid, secret: [u8; 32]) -> (String, [u8; 32]) {
+    let token = format!("{TOKEN_PREFIX}{}_{}", user_id.simple(), hex::encode(secret));
+    let hash = sha256(token.as_bytes());
+    (token, hash)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(unauthenticated)?;
+        let user = token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(user, _)| user);
+        let user_id = user
+            .and_then(|u| Uuid::try_parse(u).ok())
+            .ok_or_else(unauthenticated)?;
+        Ok(Self {
+            user_id,
+            token_hash: sha256(token.as_bytes()),
+        })
+    }
+}
+
+/// The operator holding the admin token.
+#[derive(Clone, Copy, Debug)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = bearer(parts).map(|t| sha256(t.as_bytes()));
+        match (state.admin_token_hash, presented) {
+            (Some(expected), Some(presented)) if expected == presented => Ok(Admin),
+            _ => Err(ApiError::unauthorized(
+                "unauthenticated",
+                "missing or wrong admin token",
+            )),
+        }
+    }
+}
+
+/// Which record a network route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Partner,
+    Client,
+}
+
+pub fn user_stream(user_id: Uuid) -> StreamName {
+    stream("user", user_id)
+}
+
+pub fn enterprise_stream(enterprise_id: Uuid) -> StreamName {
+    stream("enterprise", enterprise_id)
+}
+
+pub fn partner_stream(partner_id: Uuid) -> StreamName {
+    stream("partner", partner_id)
+}
+
+pub fn client_stream(enterprise_id: Uuid) -> StreamName {
+    stream("client", client_id_of(enterprise_id))
+}
+
+pub fn custody_stream(enterprise_id: Uuid) -> StreamName {
+    stream("custody", enterprise_id)
+}
+
+pub fn connection_stream(connection_id: Uuid) -> StreamName {
+    stream("connection", connection_id)
+}
+
+/// A stream named by a UUID; a UUID's text is always a valid stream id.
+pub fn stream(category: &'static str, id: Uuid) -> StreamName {
+    StreamName::for_uuid(category, id)
+        .unwrap_or_else(|_| unreachable!("uuid text is a valid stream id"))
+}
+
+/// The streams every network command of `role` on `enterprise_id` loads for its access check.
+pub fn access_streams(caller: &Caller, enterprise_id: Uuid, role: Role) -> Vec<StreamName> {
+    let record = match role {
+        Role::Partner => partner_stream(partner_id_of(enterprise_id)),
+        Role::Client => client_stream(enterprise_id),
+    };
+    vec![
+        user_stream(caller.user_id),
+        enterprise_stream(enterprise_id),
+        record,
+    ]
+}
+
+/// Folds a loaded stream into its aggregate.
+pub fn fold<T: Default>(
+    loaded: &Loaded,
+    stream: &StreamName,
+    evolve: fn(T, &DomainEvent) -> T,
+) -> T {
+    loaded.events(stream).iter().fold(T::default(), evolve)
+}
+
+/// The access-relevant state of one network request.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub enterprise: Enterprise,
+    pub partner: Partner,
+    pub client: Client,
+}
+
+/// Runs the SPEC §2 checks on loaded streams.
+pub fn check(
+    loaded: &Loaded,
+    caller: &Caller,
+    enterprise_id: Uuid,
+    role: Role,
+) -> Result<Access, ApiError> {
+    let user: User = fold(loaded, &user_stream(caller.user_id), User::evolve);
+    let enterprise: Enterprise = fold(
+        loaded,
+        &enterprise_stream(enterprise_id),
+        Enterprise::evolve,
+    );
+    let partner: Partner = fold(
+        loaded,
+        &partner_stream(partner_id_of(enterprise_id)),
+        Partner::evolve,
+    );
+    let client: Client = fold(loaded, &client_stream(enterprise_id), Client::evolve);
+    let scope = match role {
+        Role::Partner => Scope::Partner(&partner),
+        Role::Client => Scope::Client(&client),
+    };
+    access::authorize(&user, &caller.token_hash, enterprise_id, &enterprise, scope)
+        .map_err(access_error)?;
+    Ok(Access {
+        enterprise,
+        partner,
+        client,
+    })
+}
+
+/// Loads the access streams and checks them (for queries and before signed commands).
+pub async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    enterprise_id: Uuid,
+    role: Role,
+) -> Result<Access, ApiError> {
+    let streams = access_streams(caller, enterprise_id, role);
+    let stored = state
+        .store
+        .load(&streams)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut loaded = Loaded::default();
+    for event in stored {
+        let decoded = events::codec::decode_event(&event.event).map_err(ApiError::internal)?;
+        let entry = loaded.streams.entry(event.stream.clone()).or_default();
+        entry.version = event.version;
+        entry.events.push(decoded);
+    }
+    check(&loaded, caller, enterprise_id, role)
+}
+
+pub fn access_error(rejection: AccessRejection) -> ApiError {
+    let message = rejection.to_string();
+    match rejection {
+        AccessRejection::Unauthenticated => ApiError::unauthorized("unauthenticated", message),
+        AccessRejection::NotMember => ApiError::unauthorized("not_a_member", message),
+        AccessRejection::NoLicense => ApiError::forbidden("no_oes_license", message),
+        AccessRejection::NoPartner => ApiError::forbidden("no_partner_record", message),
+        AccessRejection::PartnerInactive => ApiError::forbidden("partner_inactive", message),
+        AccessRejection::NoClient => ApiError::forbidden("no_client_record", message),
+    }
+}

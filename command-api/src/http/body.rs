@@ -1,0 +1,75 @@
+//! Request bodies: JSON only, parsed into typed requests with clear 400s (the field and what is
+//! wrong), never a panic. Signed routes keep the raw value to compare with the signed payload.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// Largest request body, in bytes (a 10,000-line settlement fits).
+pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// A JSON object body, unparsed.
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        let has_body = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v != "0");
+        if !is_json && has_body {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        e.status(),
+                        "payload_too_large",
+                        "the request body is too large",
+                    )
+                } else {
+                    ApiError::bad_request("malformed_body", "the request body could not be read")
+                }
+            })?;
+        if bytes.is_empty() {
+            return Ok(Self(Value::Object(Default::default())));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "the body must be a JSON object",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// Parses a JSON object into a typed request; the message names the field and the problem.
+pub fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid request: {e}")))
+}

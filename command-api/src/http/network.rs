@@ -1,0 +1,648 @@
+//! Network routes (SPEC §6.1–6.2) for clients and partners: signed commands checked in the
+//! SPEC's order (access 401/403 → validation 400 → signature 400/401 → business 409/422), their
+//! `…/signing` twins, and reads from the read models with read-your-writes.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use events::codec::Actor;
+use events::domain::client::wallet_id_of;
+use events::domain::connection::{
+    Allocate, AllocationKind, Connect, Connection, ConnectionRejection,
+};
+use events::domain::custody::Custody;
+use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
+use events::domain::partner::Partner;
+use events::domain::{CommandId, DomainEvent, StreamName};
+use events::store::{Loaded, NonceClaim};
+use schemas::signing::{signing_payload, PublicKey, SignedRequest, SigningError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::auth::{
+    self, connection_stream, custody_stream, fold, partner_stream, Access, Caller, Role,
+};
+use super::body::{parse, JsonBody};
+use super::command::{run, CommandSpec, Reply};
+use super::consistency::wait_for_min_position;
+use super::context::RequestId;
+use super::error::ApiError;
+use super::reads::{self, PageQuery, Side};
+use super::views;
+use crate::state::{sha256, AppState};
+
+/// The checkpoint the tenancy read models keep (see the projector).
+const READ_MODELS: &str = "projector-read-models";
+
+pub fn routes() -> Router<AppState> {
+    let client = "/v1/enterprises/{e}/clients";
+    let partner = "/v1/enterprises/{e}/partners";
+    Router::new()
+        .route(
+            &format!("{client}/connections"),
+            post(connect).get(client_connections),
+        )
+        .route(
+            &format!("{client}/connections/signing"),
+            post(connect_signing).get(connect_signing),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}"),
+            get(client_connection).put(update_connection),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}/signing"),
+            post(update_signing).get(update_signing),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}/allocations"),
+            post(allocate),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}/allocations/signing"),
+            post(allocation_signing).get(allocation_signing),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}/deallocations"),
+            post(deallocate),
+        )
+        .route(
+            &format!("{client}/connections/{{id}}/deallocations/signing"),
+            post(allocation_signing).get(allocation_signing),
+        )
+        .route(&format!("{client}/allocations"), get(client_allocations))
+        .route(
+            &format!("{client}/allocations/{{id}}"),
+            get(client_allocation),
+        )
+        .route(&format!("{client}/balances"), get(client_balances))
+        .route(&format!("{partner}/connections"), get(partner_connections))
+        .route(
+            &format!("{partner}/connections/{{id}}"),
+            get(partner_connection),
+        )
+        .route(&format!("{partner}/allocations"), get(partner_allocations))
+        .route(
+            &format!("{partner}/allocations/{{id}}"),
+            get(partner_allocation),
+        )
+        .route(&format!("{partner}/balances"), get(partner_balances))
+}
+
+fn signing_error(e: SigningError) -> ApiError {
+    ApiError::bad_request(e.code(), e.to_string())
+}
+
+/// The request's own fields: the body without the signing envelope.
+fn own_fields(body: &Value) -> Value {
+    let mut fields = body.as_object().cloned().unwrap_or_default();
+    for envelope in ["nonce", "payload", "signature"] {
+        fields.remove(envelope);
+    }
+    Value::Object(fields)
+}
+
+/// The id of the enterprise key that verifies the request, or 401.
+fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, ApiError> {
+    let keys: Vec<(Uuid, PublicKey)> = access
+        .enterprise
+        .active_keys()
+        .filter_map(|(id, bytes)| PublicKey::from_bytes(&bytes).ok().map(|k| (id, k)))
+        .collect();
+    signed.verify(&keys).ok_or_else(|| {
+        ApiError::unauthorized(
+            "invalid_signature",
+            "the signature does not verify under any active key of the enterprise",
+        )
+    })
+}
+
+/// Re-checks, on the streams the command loaded, what was checked before it ran: access, and
+/// that the signing key is still active (a revocation in between wins).
+fn recheck(
+    loaded: &Loaded,
+    caller: &Caller,
+    e: Uuid,
+    role: Role,
+    key_id: Uuid,
+) -> Result<Access, ApiError> {
+    let access = auth::check(loaded, caller, e, role)?;
+    if !access.enterprise.active_keys().any(|(id, _)| id == key_id) {
+        return Err(ApiError::unauthorized(
+            "invalid_signature",
+            "the signing key was revoked",
+        ));
+    }
+    Ok(access)
+}
+
+/// A signed command's identity: its nonce (unique per enterprise) unless it has a natural key.
+fn signed_spec(
+    caller: &Caller,
+    e: Uuid,
+    signed: &SignedRequest,
+    key_id: Uuid,
+    id: CommandId,
+    streams: Vec<StreamName>,
+) -> CommandSpec {
+    CommandSpec {
+        id,
+        request_hash: signed.payload_hash(),
+        nonce: Some(NonceClaim {
+            scope: e.to_string(),
+            nonce: signed.nonce().to_owned(),
+            payload_hash: signed.payload_hash(),
+        }),
+        streams,
+        actor: Actor::User(caller.user_id),
+        key_id: Some(key_id),
+    }
+}
+
+fn nonce_command(e: Uuid, signed: &SignedRequest) -> CommandId {
+    CommandId::derive("signed", &[e.as_bytes(), signed.nonce().as_bytes()])
+}
+
+fn connection_error(e: ConnectionRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ConnectionRejection::NotFound => ApiError::not_found("connection"),
+        ConnectionRejection::PartnerNotFound => ApiError::not_found("partner"),
+        ConnectionRejection::PartnerInactive => {
+            ApiError::unprocessable("partner_inactive", message)
+        }
+        ConnectionRejection::NoClient => ApiError::forbidden("no_client_record", message),
+        ConnectionRejection::AlreadyExists | ConnectionRejection::ExternalIdReused(_) => {
+            ApiError::conflict("already_exists", message)
+        }
+        ConnectionRejection::NameEmpty
+        | ConnectionRejection::NameTooLong
+        | ConnectionRejection::ConnectionKeyEmpty
+        | ConnectionRejection::NotPositive
+        | ConnectionRejection::BadExternalId
+        | ConnectionRejection::BadNotes => ApiError::bad_request("invalid_request", message),
+    }
+}
+
+fn on(
+    stream: &StreamName,
+    events: Vec<DomainEvent>,
+) -> impl Iterator<Item = (StreamName, DomainEvent)> + '_ {
+    events.into_iter().map(move |e| (stream.clone(), e))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConnectRequest {
+    partner_id: Uuid,
+    name: String,
+    connection_key: String,
+}
+
+async fn connect(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let request: ConnectRequest = parse(&own_fields(&body))?;
+    let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let id = nonce_command(e, &signed);
+    let connection_id = Uuid::new_v5(&id.as_uuid(), b"connection");
+    let (partner, connection) = (
+        partner_stream(request.partner_id),
+        connection_stream(connection_id),
+    );
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.extend([partner.clone(), connection.clone()]);
+    let spec = signed_spec(&caller, e, &signed, key_id, id, streams);
+    let (nonce, proof) = (signed.nonce().to_owned(), signed.signature().to_hex());
+    run(&state, &request_id, spec, |loaded, at| {
+        let access = recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let current: Connection = fold(loaded, &connection, Connection::evolve);
+        let partner_state: Partner = fold(loaded, &partner, Partner::evolve);
+        let command = Connect {
+            connection_id,
+            name: request.name.clone(),
+            connection_key: request.connection_key.clone(),
+            nonce: nonce.clone(),
+            proof: proof.clone(),
+        };
+        let events = current
+            .decide_connect(&access.client, &partner_state, command, at)
+            .map_err(connection_error)?;
+        let after = events.iter().fold(current, Connection::evolve);
+        let view = after.record().map(|r| views::connection(r, &nonce, &proof));
+        Ok((
+            on(&connection, events).collect(),
+            Reply::ok(json!({ "connection": view })),
+        ))
+    })
+    .await
+}
+
+async fn connect_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(e): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let _: ConnectRequest = parse(&own_fields(&body))?;
+    Ok(Json(
+        json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateRequest {
+    name: Option<String>,
+    active: Option<bool>,
+}
+
+async fn update_connection(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, connection_id)): Path<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let request: UpdateRequest = parse(&own_fields(&body))?;
+    let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let connection = connection_stream(connection_id);
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.push(connection.clone());
+    let spec = signed_spec(
+        &caller,
+        e,
+        &signed,
+        key_id,
+        nonce_command(e, &signed),
+        streams,
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let current: Connection = fold(loaded, &connection, Connection::evolve);
+        let events = current
+            .decide_update(e, request.name.clone(), request.active, at)
+            .map_err(connection_error)?;
+        let after = events.iter().fold(current, Connection::evolve);
+        let created = loaded.events(&connection).iter().find_map(|ev| match ev {
+            DomainEvent::ConnectionCreated(c) => Some((c.nonce.clone(), c.proof.clone())),
+            _ => None,
+        });
+        let (nonce, proof) = created.unwrap_or_default();
+        let view = after.record().map(|r| views::connection(r, &nonce, &proof));
+        Ok((
+            on(&connection, events).collect(),
+            Reply::ok(json!({ "connection": view })),
+        ))
+    })
+    .await
+}
+
+async fn update_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((e, _)): Path<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let _: UpdateRequest = parse(&own_fields(&body))?;
+    Ok(Json(
+        json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AmountRequest {
+    currency: String,
+    quantity: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AllocationRequest {
+    amount: AmountRequest,
+    client_external_id: String,
+    notes: Option<String>,
+}
+
+/// Currency in the table, quantity a positive base-unit string (client amounts are base units).
+fn parse_allocation_amount(
+    state: &AppState,
+    amount: &AmountRequest,
+) -> Result<(CurrencyCode, i128), ApiError> {
+    let currency = CurrencyCode::parse(&amount.currency)
+        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
+    let decimals = state
+        .currencies
+        .decimals_of(&currency)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let quantity = parse_amount(&amount.quantity, AmountFormat::BaseUnits, decimals)
+        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
+    if quantity <= 0 {
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            "amount.quantity must be positive",
+        ));
+    }
+    Ok((currency, quantity))
+}
+
+fn allocation_path_ids(e: Uuid, connection_id: Uuid) -> [(&'static str, String); 2] {
+    [
+        ("connectionId", connection_id.to_string()),
+        ("enterpriseId", e.to_string()),
+    ]
+}
+
+async fn allocate(
+    caller: Caller,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    path: Path<(Uuid, Uuid)>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    move_funds(
+        AllocationKind::Allocation,
+        caller,
+        state,
+        request_id,
+        path,
+        body,
+    )
+    .await
+}
+
+async fn deallocate(
+    caller: Caller,
+    state: State<AppState>,
+    request_id: Extension<RequestId>,
+    path: Path<(Uuid, Uuid)>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    move_funds(
+        AllocationKind::Deallocation,
+        caller,
+        state,
+        request_id,
+        path,
+        body,
+    )
+    .await
+}
+
+async fn move_funds(
+    kind: AllocationKind,
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, connection_id)): Path<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let request: AllocationRequest = parse(&own_fields(&body))?;
+    let (currency, quantity) = parse_allocation_amount(&state, &request.amount)?;
+    let signed = SignedRequest::parse(&body, &allocation_path_ids(e, connection_id))
+        .map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let kind_name = match kind {
+        AllocationKind::Allocation => "allocation",
+        AllocationKind::Deallocation => "deallocation",
+    };
+    // Idempotent on clientExternalId: the same id with the same content answers as the first time.
+    let id = CommandId::derive(
+        kind_name,
+        &[e.as_bytes(), request.client_external_id.as_bytes()],
+    );
+    let (connection, custody) = (connection_stream(connection_id), custody_stream(e));
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.extend([connection.clone(), custody.clone()]);
+    let mut spec = signed_spec(&caller, e, &signed, key_id, id, streams);
+    let content = json!([
+        kind_name,
+        connection_id,
+        currency.as_str(),
+        quantity.to_string(),
+        request.notes
+    ]);
+    spec.request_hash = sha256(content.to_string().as_bytes());
+    run(&state, &request_id, spec, |loaded, at| {
+        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let current: Connection = fold(loaded, &connection, Connection::evolve);
+        let custody_state: Custody = fold(loaded, &custody, Custody::evolve);
+        let command = Allocate {
+            allocation_id: Uuid::new_v5(&id.as_uuid(), b"allocation"),
+            kind,
+            currency: currency.clone(),
+            quantity,
+            client_external_id: request.client_external_id.clone(),
+            initiated_by: caller.user_id,
+            notes: request.notes.clone(),
+        };
+        let decision = current
+            .decide_allocation(e, &custody_state, command, at)
+            .map_err(connection_error)?;
+        let view = views::allocation(&decision.record);
+        let reply = match decision.record.released {
+            None => Reply::ok(json!({ "allocation": view })),
+            Some(reason) => Reply::refused(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "allocation_released",
+                reason.sentence(),
+                json!({ "allocation": view }),
+            ),
+        };
+        let events = on(&connection, decision.connection_events)
+            .chain(on(&custody, decision.custody_events))
+            .collect();
+        Ok((events, reply))
+    })
+    .await
+}
+
+async fn allocation_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((e, connection_id)): Path<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let request: AllocationRequest = parse(&own_fields(&body))?;
+    parse_allocation_amount(&state, &request.amount)?;
+    let payload =
+        signing_payload(&body, &allocation_path_ids(e, connection_id)).map_err(signing_error)?;
+    Ok(Json(json!({ "payload": payload })))
+}
+
+/// Authorizes a read and waits for read-your-writes.
+async fn read_access(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    e: Uuid,
+    role: Role,
+) -> Result<(), ApiError> {
+    auth::authorize(state, caller, e, role).await?;
+    wait_for_min_position(headers, &state.pool, READ_MODELS, state.read_wait_max).await
+}
+
+fn one(mut items: Vec<Value>, singular: &str) -> Result<Json<Value>, ApiError> {
+    let item = items.pop().ok_or_else(|| ApiError::not_found(singular))?;
+    Ok(Json(json!({ singular: item })))
+}
+
+fn single() -> reads::Page {
+    reads::Page { size: 1, offset: 0 }
+}
+
+async fn client_connections(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let page = q.page()?;
+    Ok(Json(reads::list(
+        "connections",
+        reads::connections(&s.pool, Side::Client(e), None, page).await?,
+        page,
+    )))
+}
+
+async fn client_connection(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((e, id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    one(
+        reads::connections(&s.pool, Side::Client(e), Some(id), single()).await?,
+        "connection",
+    )
+}
+
+async fn client_allocations(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let page = q.page()?;
+    Ok(Json(reads::list(
+        "allocations",
+        reads::allocations(&s.pool, Side::Client(e), None, page).await?,
+        page,
+    )))
+}
+
+async fn client_allocation(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((e, id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    one(
+        reads::allocations(&s.pool, Side::Client(e), Some(id), single()).await?,
+        "allocation",
+    )
+}
+
+async fn client_balances(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    Ok(Json(
+        reads::balances(&s.pool, Side::Client(e), wallet_id_of(e)).await?,
+    ))
+}
+
+async fn partner_connections(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Partner).await?;
+    let page = q.page()?;
+    Ok(Json(reads::list(
+        "connections",
+        reads::connections(&s.pool, Side::Partner(e), None, page).await?,
+        page,
+    )))
+}
+
+async fn partner_connection(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((e, id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Partner).await?;
+    one(
+        reads::connections(&s.pool, Side::Partner(e), Some(id), single()).await?,
+        "connection",
+    )
+}
+
+async fn partner_allocations(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Partner).await?;
+    let page = q.page()?;
+    Ok(Json(reads::list(
+        "allocations",
+        reads::allocations(&s.pool, Side::Partner(e), None, page).await?,
+        page,
+    )))
+}
+
+async fn partner_allocation(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((e, id)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Partner).await?;
+    one(
+        reads::allocations(&s.pool, Side::Partner(e), Some(id), single()).await?,
+        "allocation",
+    )
+}
+
+async fn partner_balances(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Partner).await?;
+    Ok(Json(
+        reads::balances(&s.pool, Side::Partner(e), wallet_id_of(e)).await?,
+    ))
+}

@@ -1,0 +1,285 @@
+//! The tenancy and custody projection: enterprises, keys, users, partners, clients, connections,
+//! allocations, deposits and balances, from their events. Balances change by deltas, so each
+//! event's effect is applied exactly once by the consumer's checkpoint, never recomputed.
+
+use events::bus::consumer::Projection;
+use events::codec::{decode_event, SequencedEvent};
+use events::domain::client::wallet_id_of;
+use events::domain::connection::{AllocationKind, AllocationRecord, ReleaseReason};
+use events::domain::money::CurrencyCode;
+use events::domain::DomainEvent;
+use events::store::to_datetime;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+#[derive(Debug, Default)]
+pub struct Tenancy;
+
+impl Projection for Tenancy {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[SequencedEvent],
+    ) -> anyhow::Result<()> {
+        for sequenced in events {
+            let event = decode_event(&sequenced.stored.event)?;
+            apply(tx, &event).await?;
+        }
+        Ok(())
+    }
+}
+
+fn minutes(w: Option<events::domain::partner::WindowMinutes>) -> Option<String> {
+    w.map(|w| w.minutes().to_string())
+}
+
+async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()> {
+    match event {
+        DomainEvent::EnterpriseCreated(e) => {
+            sqlx::query(
+                "INSERT INTO rm_enterprises VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(e.enterprise_id)
+            .bind(&e.name)
+            .bind(e.oes_license)
+            .bind(to_datetime(e.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        DomainEvent::EnterpriseLicenseSet(e) => {
+            sqlx::query(
+                "UPDATE rm_enterprises SET oes_license = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(e.enterprise_id)
+            .bind(e.oes_license)
+            .bind(to_datetime(e.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        DomainEvent::SigningKeyRegistered(e) => {
+            sqlx::query("INSERT INTO rm_keys VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING")
+                .bind(e.key_id)
+                .bind(e.enterprise_id)
+                .bind(hex::encode(e.public_key))
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::SigningKeyRevoked(e) => {
+            sqlx::query("UPDATE rm_keys SET revoked_at = $2 WHERE id = $1")
+                .bind(e.key_id)
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::UserCreated(e) => {
+            sqlx::query("INSERT INTO rm_users VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
+                .bind(e.user_id)
+                .bind(&e.name)
+                .bind(e.auditor)
+                .bind(&e.enterprise_ids)
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::PartnerRegistered(e) => {
+            sqlx::query("INSERT INTO rm_partners VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $8) ON CONFLICT DO NOTHING")
+                .bind(e.partner_id)
+                .bind(e.enterprise_id)
+                .bind(&e.name)
+                .bind(e.broker)
+                .bind(minutes(e.client_dispute_window))
+                .bind(minutes(e.top_up_window))
+                .bind(e.amount_format.as_str())
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::PartnerUpdated(e) => {
+            sqlx::query(
+                "UPDATE rm_partners SET
+                    active = coalesce($2, active),
+                    client_dispute_window_minutes = CASE WHEN $3 THEN $4 ELSE client_dispute_window_minutes END,
+                    top_up_window_minutes = CASE WHEN $5 THEN $6 ELSE top_up_window_minutes END,
+                    updated_at = $7
+                 WHERE id = $1",
+            )
+            .bind(e.partner_id)
+            .bind(e.active)
+            .bind(e.client_dispute_window.is_some())
+            .bind(minutes(e.client_dispute_window.flatten()))
+            .bind(e.top_up_window.is_some())
+            .bind(minutes(e.top_up_window.flatten()))
+            .bind(to_datetime(e.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        DomainEvent::ClientRegistered(e) => {
+            sqlx::query(
+                "INSERT INTO rm_clients VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(e.client_id)
+            .bind(e.enterprise_id)
+            .bind(e.wallet_id)
+            .bind(to_datetime(e.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        DomainEvent::DepositCredited(e) => {
+            sqlx::query("INSERT INTO rm_deposits VALUES ($1, $2, $3, $4, $5::numeric, $6) ON CONFLICT DO NOTHING")
+                .bind(e.deposit_id)
+                .bind(e.enterprise_id)
+                .bind(&e.external_id)
+                .bind(e.currency.as_str())
+                .bind(e.quantity.to_string())
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+            custody_delta(tx, e.enterprise_id, &e.currency, e.quantity).await?;
+        }
+        DomainEvent::CustodyAllocated(e) => {
+            custody_delta(tx, e.enterprise_id, &e.currency, -e.quantity).await?
+        }
+        DomainEvent::CustodyDeallocated(e) => {
+            custody_delta(tx, e.enterprise_id, &e.currency, e.quantity).await?
+        }
+        DomainEvent::ConnectionCreated(e) => {
+            sqlx::query("INSERT INTO rm_connections VALUES ($1, $2, $3, $4, $5, $6, $7, true, $8, $9, $10, $10) ON CONFLICT DO NOTHING")
+                .bind(e.connection_id)
+                .bind(&e.name)
+                .bind(e.client_id)
+                .bind(e.client_enterprise_id)
+                .bind(e.partner_id)
+                .bind(e.partner_enterprise_id)
+                .bind(e.network_account_id)
+                .bind(&e.nonce)
+                .bind(&e.proof)
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::ConnectionUpdated(e) => {
+            sqlx::query("UPDATE rm_connections SET name = coalesce($2, name), active = coalesce($3, active), updated_at = $4 WHERE id = $1")
+                .bind(e.connection_id)
+                .bind(&e.name)
+                .bind(e.active)
+                .bind(to_datetime(e.at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        DomainEvent::AllocationCleared(e) => {
+            insert_allocation(tx, &e.allocation).await?;
+            let signed = match e.allocation.kind {
+                AllocationKind::Allocation => e.allocation.quantity,
+                AllocationKind::Deallocation => -e.allocation.quantity,
+            };
+            network_delta(
+                tx,
+                e.allocation.connection_id,
+                &e.allocation.currency,
+                signed,
+                0,
+            )
+            .await?;
+        }
+        DomainEvent::AllocationReleased(e) => insert_allocation(tx, &e.allocation).await?,
+    }
+    Ok(())
+}
+
+async fn insert_allocation(tx: &mut PgConnection, a: &AllocationRecord) -> sqlx::Result<()> {
+    let kind = match a.kind {
+        AllocationKind::Allocation => "allocation",
+        AllocationKind::Deallocation => "deallocation",
+    };
+    let (status, reason) = match a.released {
+        None => ("cleared", None),
+        Some(r) => ("released", Some(ReleaseReason::sentence(r))),
+    };
+    sqlx::query(
+        "INSERT INTO rm_allocations
+         SELECT $1, $2, c.id, c.client_enterprise_id, c.partner_enterprise_id, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $10
+         FROM rm_connections c WHERE c.id = $11
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(a.allocation_id)
+    .bind(kind)
+    .bind(a.currency.as_str())
+    .bind(a.quantity.to_string())
+    .bind(&a.client_external_id)
+    .bind(a.initiated_by)
+    .bind(&a.notes)
+    .bind(status)
+    .bind(reason)
+    .bind(to_datetime(a.at))
+    .bind(a.connection_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn custody_delta(
+    tx: &mut PgConnection,
+    enterprise_id: Uuid,
+    currency: &CurrencyCode,
+    available: i128,
+) -> sqlx::Result<()> {
+    balance_delta(
+        tx,
+        wallet_id_of(enterprise_id),
+        currency,
+        enterprise_id,
+        None,
+        available,
+        0,
+    )
+    .await
+}
+
+/// Changes a connection's network balance; its owner is the connection's client enterprise.
+pub async fn network_delta(
+    tx: &mut PgConnection,
+    connection_id: Uuid,
+    currency: &CurrencyCode,
+    available: i128,
+    held: i128,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO rm_balances (account_id, currency, owner_enterprise_id, connection_id, available, held)
+         SELECT c.network_account_id, $2, c.client_enterprise_id, c.id, $3::numeric, $4::numeric FROM rm_connections c WHERE c.id = $1
+         ON CONFLICT (account_id, currency) DO UPDATE
+           SET available = rm_balances.available + EXCLUDED.available, held = rm_balances.held + EXCLUDED.held",
+    )
+    .bind(connection_id)
+    .bind(currency.as_str())
+    .bind(available.to_string())
+    .bind(held.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn balance_delta(
+    tx: &mut PgConnection,
+    account_id: Uuid,
+    currency: &CurrencyCode,
+    owner: Uuid,
+    connection_id: Option<Uuid>,
+    available: i128,
+    held: i128,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO rm_balances VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric)
+         ON CONFLICT (account_id, currency) DO UPDATE
+           SET available = rm_balances.available + EXCLUDED.available, held = rm_balances.held + EXCLUDED.held",
+    )
+    .bind(account_id)
+    .bind(currency.as_str())
+    .bind(owner)
+    .bind(connection_id)
+    .bind(available.to_string())
+    .bind(held.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
