@@ -189,19 +189,9 @@ pub fn check(
     })
 }
 
-/// Loads the access streams and checks them (for queries and before signed commands).
-pub async fn authorize(
-    state: &AppState,
-    caller: &Caller,
-    enterprise_id: Uuid,
-    role: Role,
-) -> Result<Access, ApiError> {
-    let streams = access_streams(caller, enterprise_id, role);
-    let stored = state
-        .store
-        .load(&streams)
-        .await
-        .map_err(ApiError::internal)?;
+/// Loads streams and decodes them for a decision or a check.
+pub async fn load(state: &AppState, streams: &[StreamName]) -> Result<Loaded, ApiError> {
+    let stored = state.store.load(streams).await.map_err(ApiError::internal)?;
     let mut loaded = Loaded::default();
     for event in stored {
         let decoded = events::codec::decode_event(&event.event).map_err(ApiError::internal)?;
@@ -209,7 +199,27 @@ pub async fn authorize(
         entry.version = event.version;
         entry.events.push(decoded);
     }
-    check(&loaded, caller, enterprise_id, role)
+    Ok(loaded)
+}
+
+/// Loads the access streams and checks them (for queries and before signed commands).
+pub async fn authorize(state: &AppState, caller: &Caller, enterprise_id: Uuid, role: Role) -> Result<Access, ApiError> {
+    authorize_with(state, caller, enterprise_id, role, &[]).await.map(|(access, _)| access)
+}
+
+/// As `authorize`, loading `extra` streams in the same read (what validation needs to see).
+pub async fn authorize_with(
+    state: &AppState,
+    caller: &Caller,
+    enterprise_id: Uuid,
+    role: Role,
+    extra: &[StreamName],
+) -> Result<(Access, Loaded), ApiError> {
+    let mut streams = access_streams(caller, enterprise_id, role);
+    streams.extend_from_slice(extra);
+    let loaded = load(state, &streams).await?;
+    let access = check(&loaded, caller, enterprise_id, role)?;
+    Ok((access, loaded))
 }
 
 pub fn access_error(rejection: AccessRejection) -> ApiError {

@@ -338,26 +338,25 @@ struct AllocationRequest {
     notes: Option<String>,
 }
 
-/// Currency in the table, quantity a positive base-unit string (client amounts are base units).
-fn parse_allocation_amount(
-    state: &AppState,
-    amount: &AmountRequest,
-) -> Result<(CurrencyCode, i128), ApiError> {
-    let currency = CurrencyCode::parse(&amount.currency)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
-    let decimals = state
-        .currencies
-        .decimals_of(&currency)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let quantity = parse_amount(&amount.quantity, AmountFormat::BaseUnits, decimals)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
+/// Currency in the table, quantity a positive amount in the connection's partner's format.
+fn parse_allocation_amount(state: &AppState, amount: &AmountRequest, format: AmountFormat) -> Result<(CurrencyCode, i128), ApiError> {
+    let currency = CurrencyCode::parse(&amount.currency).map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
+    let decimals = state.currencies.decimals_of(&currency).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let quantity =
+        parse_amount(&amount.quantity, format, decimals).map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
     if quantity <= 0 {
-        return Err(ApiError::bad_request(
-            "invalid_amount",
-            "amount.quantity must be positive",
-        ));
+        return Err(ApiError::bad_request("invalid_amount", "amount.quantity must be positive"));
     }
     Ok((currency, quantity))
+}
+
+/// Access, plus the client's own connection (404 for anyone else's), in one read.
+async fn client_connection_access(state: &AppState, caller: &Caller, e: Uuid, connection_id: Uuid) -> Result<(Access, AmountFormat), ApiError> {
+    let connection = connection_stream(connection_id);
+    let (access, loaded) = auth::authorize_with(state, caller, e, Role::Client, std::slice::from_ref(&connection)).await?;
+    let current: Connection = fold(&loaded, &connection, Connection::evolve);
+    let format = current.owned_by_client(e).ok_or_else(|| ApiError::not_found("connection"))?.amount_format;
+    Ok((access, format))
 }
 
 fn allocation_path_ids(e: Uuid, connection_id: Uuid) -> [(&'static str, String); 2] {
@@ -411,9 +410,9 @@ async fn move_funds(
     Path((e, connection_id)): Path<(Uuid, Uuid)>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let (access, format) = client_connection_access(&state, &caller, e, connection_id).await?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
-    let (currency, quantity) = parse_allocation_amount(&state, &request.amount)?;
+    let (currency, quantity) = parse_allocation_amount(&state, &request.amount, format)?;
     let signed = SignedRequest::parse(&body, &allocation_path_ids(e, connection_id))
         .map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -478,9 +477,9 @@ async fn allocation_signing(
     Path((e, connection_id)): Path<(Uuid, Uuid)>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let (_, format) = client_connection_access(&state, &caller, e, connection_id).await?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
-    parse_allocation_amount(&state, &request.amount)?;
+    parse_allocation_amount(&state, &request.amount, format)?;
     let payload =
         signing_payload(&body, &allocation_path_ids(e, connection_id)).map_err(signing_error)?;
     Ok(Json(json!({ "payload": payload })))

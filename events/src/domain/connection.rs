@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::client::Client;
 use super::custody::{Custody, CustodyAllocated, CustodyDeallocated};
 use super::event::{DomainEvent, Timestamp};
-use super::money::{Balance, CurrencyCode};
+use super::money::{AmountFormat, Balance, CurrencyCode};
 use super::partner::Partner;
 
 /// Longest connection name, in bytes.
@@ -27,6 +27,8 @@ pub struct ConnectionCreated {
     pub partner_id: Uuid,
     pub partner_enterprise_id: Uuid,
     pub network_account_id: Uuid,
+    /// How amounts on this connection are written: the partner's format, which never changes.
+    pub amount_format: AmountFormat,
     /// What the client presented to prove its account at the partner.
     pub connection_key: String,
     pub nonce: String,
@@ -104,6 +106,7 @@ pub struct ConnectionRecord {
     pub partner_id: Uuid,
     pub partner_enterprise_id: Uuid,
     pub network_account_id: Uuid,
+    pub amount_format: AmountFormat,
     pub active: bool,
     pub balances: BTreeMap<CurrencyCode, Balance>,
     /// Allocations by client external id, for idempotency.
@@ -228,6 +231,7 @@ impl Connection {
                     partner_id: e.partner_id,
                     partner_enterprise_id: e.partner_enterprise_id,
                     network_account_id: e.network_account_id,
+                    amount_format: e.amount_format,
                     active: true,
                     balances: BTreeMap::new(),
                     allocations: BTreeMap::new(),
@@ -296,6 +300,7 @@ impl Connection {
             partner_id: partner.id,
             partner_enterprise_id: partner.enterprise_id,
             network_account_id: network_account_id_of(command.connection_id),
+            amount_format: partner.amount_format,
             connection_key: command.connection_key,
             nonce: command.nonce,
             proof: command.proof,
@@ -449,6 +454,7 @@ mod tests {
             partner_id: Uuid::from_u128(4),
             partner_enterprise_id: Uuid::from_u128(5),
             network_account_id: network_account_id_of(CONN),
+            amount_format: AmountFormat::BaseUnits,
             connection_key: "k".into(),
             nonce: "n".into(),
             proof: "p".into(),

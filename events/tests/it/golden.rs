@@ -151,6 +151,7 @@ fn samples() -> Vec<DomainEvent> {
             partner_id: id(0x21),
             partner_enterprise_id: id(0x12),
             network_account_id: id(0x82),
+            amount_format: AmountFormat::Decimal,
             connection_key: "key-1".into(),
             nonce: "n-1".into(),
             proof: "00".repeat(64),

@@ -163,6 +163,7 @@ mod custody_model {
                 partner_id: Uuid::from_u128(3),
                 partner_enterprise_id: Uuid::from_u128(4),
                 network_account_id: Uuid::from_u128(5),
+                amount_format: events::domain::money::AmountFormat::BaseUnits,
                 connection_key: "k".into(),
                 nonce: "n".into(),
                 proof: "p".into(),

@@ -1,0 +1,10 @@
+//! The command API over HTTP against the real local stack: SPEC §2 access rules, §4 signatures,
+//! §3 money, read-your-writes, restarts, the error contract, and the process lifecycle.
+
+mod auth;
+mod consistency;
+mod errors;
+mod lifecycle;
+mod money;
+mod signatures;
+mod support;
