@@ -191,7 +191,11 @@ pub fn check(
 
 /// Loads streams and decodes them for a decision or a check.
 pub async fn load(state: &AppState, streams: &[StreamName]) -> Result<Loaded, ApiError> {
-    let stored = state.store.load(streams).await.map_err(ApiError::internal)?;
+    let stored = state
+        .store
+        .load(streams)
+        .await
+        .map_err(ApiError::internal)?;
     let mut loaded = Loaded::default();
     for event in stored {
         let decoded = events::codec::decode_event(&event.event).map_err(ApiError::internal)?;
@@ -203,8 +207,15 @@ pub async fn load(state: &AppState, streams: &[StreamName]) -> Result<Loaded, Ap
 }
 
 /// Loads the access streams and checks them (for queries and before signed commands).
-pub async fn authorize(state: &AppState, caller: &Caller, enterprise_id: Uuid, role: Role) -> Result<Access, ApiError> {
-    authorize_with(state, caller, enterprise_id, role, &[]).await.map(|(access, _)| access)
+pub async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    enterprise_id: Uuid,
+    role: Role,
+) -> Result<Access, ApiError> {
+    authorize_with(state, caller, enterprise_id, role, &[])
+        .await
+        .map(|(access, _)| access)
 }
 
 /// As `authorize`, loading `extra` streams in the same read (what validation needs to see).

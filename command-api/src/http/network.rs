@@ -339,23 +339,49 @@ struct AllocationRequest {
 }
 
 /// Currency in the table, quantity a positive amount in the connection's partner's format.
-fn parse_allocation_amount(state: &AppState, amount: &AmountRequest, format: AmountFormat) -> Result<(CurrencyCode, i128), ApiError> {
-    let currency = CurrencyCode::parse(&amount.currency).map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
-    let decimals = state.currencies.decimals_of(&currency).map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let quantity =
-        parse_amount(&amount.quantity, format, decimals).map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
+fn parse_allocation_amount(
+    state: &AppState,
+    amount: &AmountRequest,
+    format: AmountFormat,
+) -> Result<(CurrencyCode, i128), ApiError> {
+    let currency = CurrencyCode::parse(&amount.currency)
+        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
+    let decimals = state
+        .currencies
+        .decimals_of(&currency)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let quantity = parse_amount(&amount.quantity, format, decimals)
+        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
     if quantity <= 0 {
-        return Err(ApiError::bad_request("invalid_amount", "amount.quantity must be positive"));
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            "amount.quantity must be positive",
+        ));
     }
     Ok((currency, quantity))
 }
 
 /// Access, plus the client's own connection (404 for anyone else's), in one read.
-async fn client_connection_access(state: &AppState, caller: &Caller, e: Uuid, connection_id: Uuid) -> Result<(Access, AmountFormat), ApiError> {
+async fn client_connection_access(
+    state: &AppState,
+    caller: &Caller,
+    e: Uuid,
+    connection_id: Uuid,
+) -> Result<(Access, AmountFormat), ApiError> {
     let connection = connection_stream(connection_id);
-    let (access, loaded) = auth::authorize_with(state, caller, e, Role::Client, std::slice::from_ref(&connection)).await?;
+    let (access, loaded) = auth::authorize_with(
+        state,
+        caller,
+        e,
+        Role::Client,
+        std::slice::from_ref(&connection),
+    )
+    .await?;
     let current: Connection = fold(&loaded, &connection, Connection::evolve);
-    let format = current.owned_by_client(e).ok_or_else(|| ApiError::not_found("connection"))?.amount_format;
+    let format = current
+        .owned_by_client(e)
+        .ok_or_else(|| ApiError::not_found("connection"))?
+        .amount_format;
     Ok((access, format))
 }
 

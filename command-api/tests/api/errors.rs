@@ -9,8 +9,18 @@ use crate::support::*;
 #[tokio::test]
 async fn framework_errors_have_the_spec_body() {
     let app = TestApp::spawn().await;
-    app.call(Method::GET, "/api/network/v1/nowhere", None, None, &[]).await.expect(404, Some("not_found"));
-    app.call(Method::DELETE, "/api/admin/v1/currencies", Some(ADMIN_TOKEN), None, &[]).await.expect(405, Some("method_not_allowed"));
+    app.call(Method::GET, "/api/network/v1/nowhere", None, None, &[])
+        .await
+        .expect(404, Some("not_found"));
+    app.call(
+        Method::DELETE,
+        "/api/admin/v1/currencies",
+        Some(ADMIN_TOKEN),
+        None,
+        &[],
+    )
+    .await
+    .expect(405, Some("method_not_allowed"));
     let raw = |body: &'static str, content_type: &'static str| {
         app.http
             .post(format!("http://{}/api/admin/v1/enterprises", app.addr))
@@ -20,8 +30,14 @@ async fn framework_errors_have_the_spec_body() {
     };
     let malformed = raw("{bad", "application/json").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
-    assert_eq!(malformed.json::<serde_json::Value>().await.unwrap()["code"], "malformed_json");
-    let wrong_type = raw("name=x", "application/x-www-form-urlencoded").send().await.unwrap();
+    assert_eq!(
+        malformed.json::<serde_json::Value>().await.unwrap()["code"],
+        "malformed_json"
+    );
+    let wrong_type = raw("name=x", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong_type.status(), 415);
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(9 * 1024 * 1024));
     let oversize = app
@@ -34,12 +50,29 @@ async fn framework_errors_have_the_spec_body() {
         .await
         .unwrap();
     assert_eq!(oversize.status(), 413);
-    assert_eq!(oversize.json::<serde_json::Value>().await.unwrap()["code"], "payload_too_large");
+    assert_eq!(
+        oversize.json::<serde_json::Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
     // A client-chosen request id is echoed.
-    let r = app.call(Method::GET, "/api/admin/v1/currencies", Some(ADMIN_TOKEN), None, &[("x-request-id", "trace-123")]).await;
+    let r = app
+        .call(
+            Method::GET,
+            "/api/admin/v1/currencies",
+            Some(ADMIN_TOKEN),
+            None,
+            &[("x-request-id", "trace-123")],
+        )
+        .await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("trace-123"));
     assert_eq!(r.expect(200, None)["currencies"][0]["code"], "BTC");
     // Unknown fields are refused, not ignored.
-    app.admin(Method::POST, "/enterprises", json!({"name": "x", "oesLicence": true})).await.expect(400, Some("invalid_request"));
+    app.admin(
+        Method::POST,
+        "/enterprises",
+        json!({"name": "x", "oesLicence": true}),
+    )
+    .await
+    .expect(400, Some("invalid_request"));
     app.shutdown().await;
 }

@@ -44,7 +44,7 @@ async fn starts_serves_health_and_stops_gracefully() {
     let status = api.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     let locks: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
             .fetch_one(&db.pool)
             .await
             .unwrap();

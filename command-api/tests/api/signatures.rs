@@ -16,7 +16,9 @@ async fn signature_matrix() {
     // A byte of the payload changed without changing its meaning: the signature fails (401).
     let mut body = good();
     body["payload"] = format!(" {}", body["payload"].as_str().unwrap()).into();
-    app.post(&path, token, body).await.expect(401, Some("invalid_signature"));
+    app.post(&path, token, body)
+        .await
+        .expect(401, Some("invalid_signature"));
     // A payload that says something else than the body: 400.
     let mut body = good();
     body["amount"]["quantity"] = "999999".into();
@@ -25,36 +27,72 @@ async fn signature_matrix() {
     assert_eq!(refused.body["error"], "payload does not match request");
     // Signed by a key the enterprise never registered: 401.
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-    let body = signed(&stranger, json!({"amount": {"currency": "BTC", "quantity": "1000"}, "clientExternalId": "a-1"}), &w.allocation_ids(), "n-2");
-    app.post(&path, token, body).await.expect(401, Some("invalid_signature"));
+    let body = signed(
+        &stranger,
+        json!({"amount": {"currency": "BTC", "quantity": "1000"}, "clientExternalId": "a-1"}),
+        &w.allocation_ids(),
+        "n-2",
+    );
+    app.post(&path, token, body)
+        .await
+        .expect(401, Some("invalid_signature"));
     // Not hex, and too short: 400.
     let mut body = good();
     body["signature"] = "zz".repeat(64).into();
-    app.post(&path, token, body).await.expect(400, Some("invalid_signature_format"));
+    app.post(&path, token, body)
+        .await
+        .expect(400, Some("invalid_signature_format"));
     let mut body = good();
     body["signature"] = "ab".repeat(10).into();
-    app.post(&path, token, body).await.expect(400, Some("invalid_signature_format"));
+    app.post(&path, token, body)
+        .await
+        .expect(400, Some("invalid_signature_format"));
     // Missing envelope fields: 400.
     let mut body = good();
     body.as_object_mut().unwrap().remove("signature");
-    app.post(&path, token, body).await.expect(400, Some("missing_signature"));
+    app.post(&path, token, body)
+        .await
+        .expect(400, Some("missing_signature"));
     // Nothing of the above moved funds.
-    let balances = app.get(&format!("/v1/enterprises/{}/clients/balances", w.client.id), token).await;
-    assert_eq!(balances.expect(200, None)["networkBalances"][&w.connection_id]["balances"], json!({}));
+    let balances = app
+        .get_after(
+            &format!("/v1/enterprises/{}/clients/balances", w.client.id),
+            token,
+            &w.connected_at,
+        )
+        .await;
+    assert_eq!(
+        balances.expect(200, None)["networkBalances"][&w.connection_id]["balances"],
+        json!({})
+    );
 
     // The good request, twice with the same nonce: the same answer, one allocation.
     let first = app.post(&path, token, good()).await;
     let id = first.expect(200, None)["allocation"]["id"].clone();
     let again = app.post(&path, token, good()).await;
-    assert_eq!(again.expect(200, None)["allocation"]["id"], id, "an idempotent retry");
+    assert_eq!(
+        again.expect(200, None)["allocation"]["id"],
+        id,
+        "an idempotent retry"
+    );
     // The same nonce with another payload: 400.
     let other = w.allocation("BTC", json!("2000"), "a-2", "n-1");
-    app.post(&path, token, other).await.expect(400, Some("nonce_reused"));
+    app.post(&path, token, other)
+        .await
+        .expect(400, Some("nonce_reused"));
 
     // A revoked key no longer verifies.
-    app.admin(Method::DELETE, &format!("/enterprises/{}/keys/{}", w.client.id, w.client.key_id), Value::Null).await.expect(200, None);
+    app.admin(
+        Method::DELETE,
+        &format!("/enterprises/{}/keys/{}", w.client.id, w.client.key_id),
+        Value::Null,
+    )
+    .await
+    .expect(200, None);
     let after = w.allocation("BTC", json!("1000"), "a-3", "n-3");
-    app.post(&path, token, after).await.expect(401, Some("invalid_signature"));
+    app.post(&path, token, after)
+        .await
+        .expect(401, Some("invalid_signature"));
     app.shutdown().await;
 }
 
@@ -64,12 +102,20 @@ async fn weak_and_malformed_keys_are_refused_at_registration() {
     let t = tenant(&app, "Keys", 4).await;
     let path = format!("/enterprises/{}/keys", t.id);
     let identity = format!("01{}", "00".repeat(31));
-    app.admin(Method::POST, &path, json!({"publicKey": identity})).await.expect(400, Some("weak_public_key"));
-    app.admin(Method::POST, &path, json!({"publicKey": "abcd"})).await.expect(400, Some("invalid_public_key"));
-    app.admin(Method::POST, &path, json!({"publicKey": "xy".repeat(32)})).await.expect(400, Some("invalid_public_key"));
+    app.admin(Method::POST, &path, json!({"publicKey": identity}))
+        .await
+        .expect(400, Some("weak_public_key"));
+    app.admin(Method::POST, &path, json!({"publicKey": "abcd"}))
+        .await
+        .expect(400, Some("invalid_public_key"));
+    app.admin(Method::POST, &path, json!({"publicKey": "xy".repeat(32)}))
+        .await
+        .expect(400, Some("invalid_public_key"));
     // Registering the same active key twice is a conflict.
     let again = hex::encode(t.key.verifying_key().to_bytes());
-    app.admin(Method::POST, &path, json!({"publicKey": again})).await.expect(409, Some("already_exists"));
+    app.admin(Method::POST, &path, json!({"publicKey": again}))
+        .await
+        .expect(409, Some("already_exists"));
     app.shutdown().await;
 }
 
@@ -78,16 +124,31 @@ async fn signing_twins_return_the_payload_to_sign() {
     let app = TestApp::spawn().await;
     let w = world(&app, "baseUnits").await;
     let fields = json!({"amount": {"currency": "BTC", "quantity": "5"}, "clientExternalId": "x", "nonce": "n-twin"});
-    let expected = signed(&w.client.key, fields.clone(), &w.allocation_ids(), "n-twin")["payload"].clone();
+    let expected =
+        signed(&w.client.key, fields.clone(), &w.allocation_ids(), "n-twin")["payload"].clone();
     let twin = format!("/api/network{}/signing", w.allocation_path("allocations"));
     for method in [Method::POST, Method::GET] {
-        let r = app.call(method, &twin, Some(&w.client.token), Some(fields.clone()), &[]).await;
+        let r = app
+            .call(
+                method,
+                &twin,
+                Some(&w.client.token),
+                Some(fields.clone()),
+                &[],
+            )
+            .await;
         assert_eq!(r.expect(200, None)["payload"], expected);
     }
     // Signing what the twin returned is accepted.
     let mut body = fields;
     body["payload"] = expected.clone();
-    body["signature"] = hex::encode(ed25519_dalek::Signer::sign(&w.client.key, expected.as_str().unwrap().as_bytes()).to_bytes()).into();
-    app.post(&w.allocation_path("allocations"), &w.client.token, body).await.expect(200, None);
+    body["signature"] = hex::encode(
+        ed25519_dalek::Signer::sign(&w.client.key, expected.as_str().unwrap().as_bytes())
+            .to_bytes(),
+    )
+    .into();
+    app.post(&w.allocation_path("allocations"), &w.client.token, body)
+        .await
+        .expect(200, None);
     app.shutdown().await;
 }

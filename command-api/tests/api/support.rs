@@ -25,7 +25,10 @@ struct Running {
 impl Running {
     async fn stop(self) {
         self.stop.cancel();
-        self.task.await.expect("task joins").expect("clean shutdown");
+        self.task
+            .await
+            .expect("task joins")
+            .expect("clean shutdown");
     }
 }
 
@@ -48,16 +51,28 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// Asserts the status, and for errors the SPEC body with `code`.
     #[track_caller]
     pub fn expect(&self, status: u16, code: Option<&str>) -> &Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body {}",
+            self.body
+        );
         if let Some(code) = code {
             assert_eq!(self.body["code"], code, "error code; body {}", self.body);
-            assert!(self.body["error"].is_string() && self.body["requestId"].is_string(), "SPEC error body: {}", self.body);
+            assert!(
+                self.body["error"].is_string() && self.body["requestId"].is_string(),
+                "SPEC error body: {}",
+                self.body
+            );
         }
         &self.body
     }
@@ -77,7 +92,14 @@ impl TestApp {
     pub async fn spawn() -> Self {
         let db = TestDb::new().await;
         let bus = unique_bus();
-        let mut app = Self { addr: String::new(), db, bus, http: reqwest::Client::new(), api: None, projector: None };
+        let mut app = Self {
+            addr: String::new(),
+            db,
+            bus,
+            http: reqwest::Client::new(),
+            api: None,
+            projector: None,
+        };
         app.start_api().await;
         app.start_projector().await;
         app
@@ -100,7 +122,12 @@ impl TestApp {
         let addr = self.addr.clone();
         let up = events::testing::eventually(Duration::from_secs(20), || {
             let addr = addr.clone();
-            async move { matches!(events::testing::http_get(&addr, "/readyz").await, Ok((200, _))) }
+            async move {
+                matches!(
+                    events::testing::http_get(&addr, "/readyz").await,
+                    Ok((200, _))
+                )
+            }
         })
         .await;
         assert!(up, "command-api ready");
@@ -133,12 +160,25 @@ impl TestApp {
     pub async fn shutdown(mut self) {
         self.stop_projector().await;
         self.stop_api().await;
-        events::testing::jetstream_at(&nats_url()).await.delete_stream(&self.bus.stream).await.ok();
+        events::testing::jetstream_at(&nats_url())
+            .await
+            .delete_stream(&self.bus.stream)
+            .await
+            .ok();
         self.db.drop_db().await;
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
-        let mut request = self.http.request(method, format!("http://{}{path}", self.addr));
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut request = self
+            .http
+            .request(method, format!("http://{}{path}", self.addr));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -151,26 +191,65 @@ impl TestApp {
         let response = request.send().await.expect("request sent");
         let (status, headers) = (response.status(), response.headers().clone());
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        assert!(headers.contains_key("x-request-id"), "every response carries X-Request-Id");
-        Resp { status, body, headers }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        assert!(
+            headers.contains_key("x-request-id"),
+            "every response carries X-Request-Id"
+        );
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Value) -> Resp {
-        self.call(method, &format!("/api/admin/v1{path}"), Some(ADMIN_TOKEN), Some(body), &[]).await
+        self.call(
+            method,
+            &format!("/api/admin/v1{path}"),
+            Some(ADMIN_TOKEN),
+            Some(body),
+            &[],
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.call(Method::GET, &format!("/api/network{path}"), Some(token), None, &[]).await
+        self.call(
+            Method::GET,
+            &format!("/api/network{path}"),
+            Some(token),
+            None,
+            &[],
+        )
+        .await
     }
 
     /// A read that waits for the write behind `position`.
     pub async fn get_after(&self, path: &str, token: &str, position: &str) -> Resp {
-        self.call(Method::GET, &format!("/api/network{path}"), Some(token), None, &[("X-Min-Position", position)]).await
+        self.call(
+            Method::GET,
+            &format!("/api/network{path}"),
+            Some(token),
+            None,
+            &[("X-Min-Position", position)],
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::POST, &format!("/api/network{path}"), Some(token), Some(body), &[]).await
+        self.call(
+            Method::POST,
+            &format!("/api/network{path}"),
+            Some(token),
+            Some(body),
+            &[],
+        )
+        .await
     }
 }
 
@@ -200,16 +279,46 @@ pub struct Tenant {
 }
 
 pub async fn tenant(app: &TestApp, name: &str, seed: u8) -> Tenant {
-    let id = app.admin(Method::POST, "/enterprises", json!({"name": name, "oesLicense": true})).await.expect(200, None)["enterprise"]["id"]
+    let id = app
+        .admin(
+            Method::POST,
+            "/enterprises",
+            json!({"name": name, "oesLicense": true}),
+        )
+        .await
+        .expect(200, None)["enterprise"]["id"]
         .as_str()
         .expect("id")
         .to_owned();
-    let user = app.admin(Method::POST, "/users", json!({"name": format!("{name} user"), "enterpriseIds": [id]})).await;
-    let token = user.expect(200, None)["accessToken"].as_str().expect("token").to_owned();
+    let user = app
+        .admin(
+            Method::POST,
+            "/users",
+            json!({"name": format!("{name} user"), "enterpriseIds": [id]}),
+        )
+        .await;
+    let token = user.expect(200, None)["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
     let key = SigningKey::from_bytes(&[seed; 32]);
-    let registered = app.admin(Method::POST, &format!("/enterprises/{id}/keys"), json!({"publicKey": hex::encode(key.verifying_key().to_bytes())})).await;
-    let key_id = registered.expect(200, None)["key"]["id"].as_str().expect("key id").to_owned();
-    Tenant { id, token, key, key_id }
+    let registered = app
+        .admin(
+            Method::POST,
+            &format!("/enterprises/{id}/keys"),
+            json!({"publicKey": hex::encode(key.verifying_key().to_bytes())}),
+        )
+        .await;
+    let key_id = registered.expect(200, None)["key"]["id"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
+    Tenant {
+        id,
+        token,
+        key,
+        key_id,
+    }
 }
 
 /// A client enterprise and a partner enterprise, the client funded and connected.
@@ -218,12 +327,20 @@ pub struct World {
     pub partner: Tenant,
     pub partner_id: String,
     pub connection_id: String,
+    /// Position token of the connection's creation, for reads that must see it.
+    pub connected_at: String,
 }
 
 pub async fn world(app: &TestApp, amount_format: &str) -> World {
     let client = tenant(app, "Client Co", 2).await;
     let partner = tenant(app, "Venue", 1).await;
-    app.admin(Method::POST, &format!("/enterprises/{}/client", client.id), json!({})).await.expect(200, None);
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/client", client.id),
+        json!({}),
+    )
+    .await
+    .expect(200, None);
     let registered = app
         .admin(
             Method::POST,
@@ -231,27 +348,69 @@ pub async fn world(app: &TestApp, amount_format: &str) -> World {
             json!({"name": "Venue", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null, "amountFormat": amount_format}),
         )
         .await;
-    let partner_id = registered.expect(200, None)["partner"]["id"].as_str().expect("partner id").to_owned();
-    app.admin(Method::POST, &format!("/enterprises/{}/deposits", client.id), json!({"currency": "BTC", "quantity": "100000000", "externalId": "seed"}))
-        .await
-        .expect(200, None);
-    let body = signed(&client.key, json!({"partnerId": partner_id, "name": "main", "connectionKey": "acct-1"}), &[], "connect-1");
-    let connected = app.post(&format!("/v1/enterprises/{}/clients/connections", client.id), &client.token, body).await;
-    let connection_id = connected.expect(200, None)["connection"]["id"].as_str().expect("connection id").to_owned();
-    World { client, partner, partner_id, connection_id }
+    let partner_id = registered.expect(200, None)["partner"]["id"]
+        .as_str()
+        .expect("partner id")
+        .to_owned();
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", client.id),
+        json!({"currency": "BTC", "quantity": "100000000", "externalId": "seed"}),
+    )
+    .await
+    .expect(200, None);
+    let body = signed(
+        &client.key,
+        json!({"partnerId": partner_id, "name": "main", "connectionKey": "acct-1"}),
+        &[],
+        "connect-1",
+    );
+    let connected = app
+        .post(
+            &format!("/v1/enterprises/{}/clients/connections", client.id),
+            &client.token,
+            body,
+        )
+        .await;
+    let connection_id = connected.expect(200, None)["connection"]["id"]
+        .as_str()
+        .expect("connection id")
+        .to_owned();
+    let connected_at = connected
+        .header("x-event-position")
+        .expect("position token");
+    World {
+        client,
+        partner,
+        partner_id,
+        connection_id,
+        connected_at,
+    }
 }
 
 impl World {
     pub fn allocation_path(&self, kind: &str) -> String {
-        format!("/v1/enterprises/{}/clients/connections/{}/{kind}", self.client.id, self.connection_id)
+        format!(
+            "/v1/enterprises/{}/clients/connections/{}/{kind}",
+            self.client.id, self.connection_id
+        )
     }
 
     pub fn allocation_ids(&self) -> [(&'static str, String); 2] {
-        [("connectionId", self.connection_id.clone()), ("enterpriseId", self.client.id.clone())]
+        [
+            ("connectionId", self.connection_id.clone()),
+            ("enterpriseId", self.client.id.clone()),
+        ]
     }
 
     /// A signed (de)allocation body.
-    pub fn allocation(&self, currency: &str, quantity: Value, external: &str, nonce: &str) -> Value {
+    pub fn allocation(
+        &self,
+        currency: &str,
+        quantity: Value,
+        external: &str,
+        nonce: &str,
+    ) -> Value {
         signed(
             &self.client.key,
             json!({"amount": {"currency": currency, "quantity": quantity}, "clientExternalId": external}),
