@@ -2,6 +2,7 @@
 //! sequencer and relay that order committed events and publish them to JetStream.
 
 pub mod http;
+pub mod signer;
 pub mod state;
 
 use std::sync::Arc;
@@ -40,6 +41,14 @@ pub struct Config {
 pub enum Subcommand {
     /// Apply the database migrations and exit.
     Migrate,
+    /// Print a new Ed25519 signing key: `{"seed": hex, "publicKey": hex}` (keep the seed secret).
+    Keygen,
+    /// Sign the payload read from standard input (exactly as given) with the key whose 32-byte
+    /// seed is in `--seed`; prints the signature as hex.
+    Sign {
+        #[arg(long, env = "SETTLE_SIGNING_SEED", hide_env_values = true)]
+        seed: String,
+    },
 }
 
 /// Runs the process until `shutdown`: migrations, durability check, HTTP, and sequencer duty.
@@ -148,11 +157,25 @@ fn hostname() -> String {
 pub async fn main_entry() -> anyhow::Result<()> {
     service::init_tracing();
     let config = Config::parse();
-    if let Some(Subcommand::Migrate) = config.command {
-        let pool = db::connect(&config.common.database_url, 2).await?;
-        db::migrate(&pool).await?;
-        println!("migrations applied");
-        return Ok(());
+    match &config.command {
+        Some(Subcommand::Migrate) => {
+            let pool = db::connect(&config.common.database_url, 2).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            return Ok(());
+        }
+        Some(Subcommand::Keygen) => {
+            println!("{}", signer::keygen());
+            return Ok(());
+        }
+        Some(Subcommand::Sign { seed }) => {
+            let mut payload = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut payload)
+                .context("cannot read the payload from stdin")?;
+            println!("{}", signer::sign(seed, &payload)?);
+            return Ok(());
+        }
+        None => {}
     }
     let listener = TcpListener::bind(&config.listen)
         .await

@@ -2,6 +2,7 @@
 //! §3 money, read-your-writes, restarts, the error contract, and the process lifecycle.
 
 mod auth;
+mod connections;
 mod consistency;
 mod errors;
 mod lifecycle;
