@@ -89,19 +89,9 @@ pub async fn run(
             let (pool, nats, progress) = (pool.clone(), nats.clone(), progress_rx.clone());
             Box::pin(async move {
                 let p = *progress.borrow();
-                vec![
-                    ("postgres", service::postgres_check(&pool).await),
-                    (
-                        "migrations",
-                        if db::migrations_applied(&pool).await {
-                            Ok(())
-                        } else {
-                            Err("pending".into())
-                        },
-                    ),
-                    ("nats", service::nats_check(&nats).await),
-                    ("relay", relay_check(p)),
-                ]
+                let mut checks = service::base_checks(&pool, &nats).await;
+                checks.push(("relay", relay_check(p)));
+                checks
             })
         })
     };

@@ -151,6 +151,20 @@ async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
     )
 }
 
+/// The checks every process shares: Postgres answers, migrations are applied, JetStream answers.
+pub async fn base_checks(pool: &sqlx::PgPool, js: &async_nats::jetstream::Context) -> Vec<Check> {
+    let migrations = if crate::store::db::migrations_applied(pool).await {
+        Ok(())
+    } else {
+        Err("pending".to_owned())
+    };
+    vec![
+        ("postgres", postgres_check(pool).await),
+        ("migrations", migrations),
+        ("nats", nats_check(js).await),
+    ]
+}
+
 /// Readiness: can Postgres answer.
 pub async fn postgres_check(pool: &sqlx::PgPool) -> Result<(), String> {
     sqlx::query("SELECT 1")

@@ -280,3 +280,25 @@ impl Process {
             .expect("exit status")
     }
 }
+
+/// The environment a product binary needs to run against `db` and `bus`.
+pub fn process_env(db: &TestDb, bus: &BusConfig) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", nats_url()),
+        ("SETTLE_EVENTS_STREAM", bus.stream.clone()),
+        ("SETTLE_EVENTS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
+    ]
+}
+
+/// Starts `bin` against `db` and `bus` and waits until `/readyz` reports ready.
+pub async fn spawn_ready(bin: &str, db: &TestDb, bus: &BusConfig) -> Process {
+    let process = Process::spawn(bin, &process_env(db, bus)).await;
+    let ready = eventually(Duration::from_secs(20), || {
+        let addr = process.addr.clone();
+        async move { matches!(http_get(&addr, "/readyz").await, Ok((200, body)) if body.contains("\"ready\":true")) }
+    })
+    .await;
+    assert!(ready, "{bin} reports ready");
+    process
+}

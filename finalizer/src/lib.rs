@@ -31,20 +31,7 @@ pub async fn run(
         let (pool, js) = (pool.clone(), js.clone());
         Arc::new(move || {
             let (pool, js) = (pool.clone(), js.clone());
-            Box::pin(async move {
-                vec![
-                    ("postgres", service::postgres_check(&pool).await),
-                    (
-                        "migrations",
-                        if db::migrations_applied(&pool).await {
-                            Ok(())
-                        } else {
-                            Err("pending".into())
-                        },
-                    ),
-                    ("nats", service::nats_check(&js).await),
-                ]
-            })
+            Box::pin(async move { service::base_checks(&pool, &js).await })
         })
     };
     tracing::info!(listen = %listener.local_addr()?, "finalizer listening");

@@ -80,19 +80,9 @@ pub async fn run(
                     (Err(e), _) => Err(e.to_string()),
                     (_, Err(e)) => Err(e.to_string()),
                 };
-                vec![
-                    ("postgres", service::postgres_check(&pool).await),
-                    (
-                        "migrations",
-                        if db::migrations_applied(&pool).await {
-                            Ok(())
-                        } else {
-                            Err("pending".into())
-                        },
-                    ),
-                    ("nats", service::nats_check(&js).await),
-                    ("lag", lag),
-                ]
+                let mut checks = service::base_checks(&pool, &js).await;
+                checks.push(("lag", lag));
+                checks
             })
         })
     };

@@ -9,19 +9,7 @@ use events::testing::*;
 async fn starts_serves_health_and_stops_gracefully() {
     let db = TestDb::new().await;
     let bus = unique_bus();
-    let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", nats_url()),
-        ("SETTLE_EVENTS_STREAM", bus.stream.clone()),
-        ("SETTLE_EVENTS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
-    ];
-    let process = Process::spawn(env!("CARGO_BIN_EXE_projector"), &env).await;
-    let ready = eventually(Duration::from_secs(20), || {
-        let addr = process.addr.clone();
-        async move { matches!(http_get(&addr, "/readyz").await, Ok((200, body)) if body.contains("\"ready\":true")) }
-    })
-    .await;
-    assert!(ready, "/readyz reports ready");
+    let process = spawn_ready(env!("CARGO_BIN_EXE_projector"), &db, &bus).await;
     let status = process.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
     jetstream_at(&nats_url())
@@ -85,13 +73,7 @@ async fn projects_sequenced_events_and_verifies_the_chain() {
         store.append(&request).await.unwrap();
     }
 
-    let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", nats_url()),
-        ("SETTLE_EVENTS_STREAM", bus.stream.clone()),
-        ("SETTLE_EVENTS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
-    ];
-    let process = Process::spawn(env!("CARGO_BIN_EXE_projector"), &env).await;
+    let process = Process::spawn(env!("CARGO_BIN_EXE_projector"), &process_env(&db, &bus)).await;
     let projected = eventually(Duration::from_secs(20), || {
         let pool = db.pool.clone();
         async move {

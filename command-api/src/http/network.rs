@@ -43,7 +43,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             &format!("{client}/connections"),
-            post(connect).get(client_connections),
+            post(connect).get(list_connections::<false>),
         )
         .route(
             &format!("{client}/connections/signing"),
@@ -51,7 +51,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/connections/{{id}}"),
-            get(client_connection).put(update_connection),
+            get(get_connection::<false>).put(update_connection),
         )
         .route(
             &format!("{client}/connections/{{id}}/signing"),
@@ -73,23 +73,32 @@ pub fn routes() -> Router<AppState> {
             &format!("{client}/connections/{{id}}/deallocations/signing"),
             post(allocation_signing).get(allocation_signing),
         )
-        .route(&format!("{client}/allocations"), get(client_allocations))
+        .route(
+            &format!("{client}/allocations"),
+            get(list_allocations::<false>),
+        )
         .route(
             &format!("{client}/allocations/{{id}}"),
-            get(client_allocation),
+            get(get_allocation::<false>),
         )
-        .route(&format!("{client}/balances"), get(client_balances))
-        .route(&format!("{partner}/connections"), get(partner_connections))
+        .route(&format!("{client}/balances"), get(balances::<false>))
+        .route(
+            &format!("{partner}/connections"),
+            get(list_connections::<true>),
+        )
         .route(
             &format!("{partner}/connections/{{id}}"),
-            get(partner_connection),
+            get(get_connection::<true>),
         )
-        .route(&format!("{partner}/allocations"), get(partner_allocations))
+        .route(
+            &format!("{partner}/allocations"),
+            get(list_allocations::<true>),
+        )
         .route(
             &format!("{partner}/allocations/{{id}}"),
-            get(partner_allocation),
+            get(get_allocation::<true>),
         )
-        .route(&format!("{partner}/balances"), get(partner_balances))
+        .route(&format!("{partner}/balances"), get(balances::<true>))
 }
 
 fn signing_error(e: SigningError) -> ApiError {
@@ -532,142 +541,84 @@ fn single() -> reads::Page {
     reads::Page { size: 1, offset: 0 }
 }
 
-async fn client_connections(
+/// Which side a read is on: `PARTNER` picks the partner routes, else the client routes.
+fn side<const PARTNER: bool>(e: Uuid) -> (Side, Role) {
+    if PARTNER {
+        (Side::Partner(e), Role::Partner)
+    } else {
+        (Side::Client(e), Role::Client)
+    }
+}
+
+async fn list_connections<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
     let page = q.page()?;
     Ok(Json(reads::list(
         "connections",
-        reads::connections(&s.pool, Side::Client(e), None, page).await?,
+        reads::connections(&s.pool, side, None, page).await?,
         page,
     )))
 }
 
-async fn client_connection(
+async fn get_connection<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((e, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
     one(
-        reads::connections(&s.pool, Side::Client(e), Some(id), single()).await?,
+        reads::connections(&s.pool, side, Some(id), single()).await?,
         "connection",
     )
 }
 
-async fn client_allocations(
+async fn list_allocations<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
     let page = q.page()?;
     Ok(Json(reads::list(
         "allocations",
-        reads::allocations(&s.pool, Side::Client(e), None, page).await?,
+        reads::allocations(&s.pool, side, None, page).await?,
         page,
     )))
 }
 
-async fn client_allocation(
+async fn get_allocation<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((e, id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
     one(
-        reads::allocations(&s.pool, Side::Client(e), Some(id), single()).await?,
+        reads::allocations(&s.pool, side, Some(id), single()).await?,
         "allocation",
     )
 }
 
-async fn client_balances(
+async fn balances<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(e): Path<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
-    Ok(Json(
-        reads::balances(&s.pool, Side::Client(e), wallet_id_of(e)).await?,
-    ))
-}
-
-async fn partner_connections(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(e): Path<Uuid>,
-    Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Partner).await?;
-    let page = q.page()?;
-    Ok(Json(reads::list(
-        "connections",
-        reads::connections(&s.pool, Side::Partner(e), None, page).await?,
-        page,
-    )))
-}
-
-async fn partner_connection(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((e, id)): Path<(Uuid, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Partner).await?;
-    one(
-        reads::connections(&s.pool, Side::Partner(e), Some(id), single()).await?,
-        "connection",
-    )
-}
-
-async fn partner_allocations(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(e): Path<Uuid>,
-    Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Partner).await?;
-    let page = q.page()?;
-    Ok(Json(reads::list(
-        "allocations",
-        reads::allocations(&s.pool, Side::Partner(e), None, page).await?,
-        page,
-    )))
-}
-
-async fn partner_allocation(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path((e, id)): Path<(Uuid, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Partner).await?;
-    one(
-        reads::allocations(&s.pool, Side::Partner(e), Some(id), single()).await?,
-        "allocation",
-    )
-}
-
-async fn partner_balances(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(e): Path<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Partner).await?;
-    Ok(Json(
-        reads::balances(&s.pool, Side::Partner(e), wallet_id_of(e)).await?,
-    ))
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
+    Ok(Json(reads::balances(&s.pool, side, wallet_id_of(e)).await?))
 }

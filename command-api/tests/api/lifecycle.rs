@@ -9,19 +9,7 @@ use events::testing::*;
 async fn starts_serves_health_and_stops_gracefully() {
     let db = TestDb::new().await;
     let bus = unique_bus();
-    let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", nats_url()),
-        ("SETTLE_EVENTS_STREAM", bus.stream.clone()),
-        ("SETTLE_EVENTS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
-    ];
-    let api = Process::spawn(env!("CARGO_BIN_EXE_command-api"), &env).await;
-    let ready = eventually(Duration::from_secs(20), || {
-        let addr = api.addr.clone();
-        async move { matches!(http_get(&addr, "/readyz").await, Ok((200, body)) if body.contains("\"ready\":true")) }
-    })
-    .await;
-    assert!(ready, "/readyz reports ready");
+    let api = spawn_ready(env!("CARGO_BIN_EXE_command-api"), &db, &bus).await;
     let leads = eventually(Duration::from_secs(20), || {
         let pool = db.pool.clone();
         async move {
