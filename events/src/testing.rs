@@ -265,6 +265,16 @@ impl Process {
         process
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it to be gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("SIGKILL delivered");
+        let _ = self.child.wait().await;
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().expect("running").to_string();
