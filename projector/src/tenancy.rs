@@ -183,6 +183,26 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
             .await?;
         }
         DomainEvent::AllocationReleased(e) => insert_allocation(tx, &e.allocation).await?,
+        DomainEvent::FundsHeld(e) => {
+            network_delta(tx, e.connection_id, &e.currency, -e.quantity, e.quantity).await?
+        }
+        DomainEvent::ConnectionSettled(e) => {
+            network_delta(
+                tx,
+                e.connection_id,
+                &e.currency,
+                e.credited,
+                -e.consumed_held,
+            )
+            .await?;
+        }
+        DomainEvent::CustodySettled(e) => {
+            custody_delta(tx, e.enterprise_id, &e.currency, e.delta).await?
+        }
+        // Settlements' own read models come with the settlement routes.
+        DomainEvent::SettlementStaged(_)
+        | DomainEvent::SettlementExecuted(_)
+        | DomainEvent::SettlementFailed(_) => {}
     }
     Ok(())
 }

@@ -245,7 +245,9 @@ impl Connection {
                 r.updated_at = e.at;
                 Self::Present(r)
             }
-            (Self::Present(mut r), DomainEvent::AllocationCleared(e)) => {
+            (Self::Present(mut r), DomainEvent::AllocationCleared(e))
+                if e.allocation.connection_id == r.id =>
+            {
                 let a = &e.allocation;
                 let balance = r.balances.get(&a.currency).copied().unwrap_or_default();
                 let next = match a.kind {
@@ -257,6 +259,25 @@ impl Connection {
                 }
                 r.allocations
                     .insert(a.client_external_id.clone(), a.clone());
+                Self::Present(r)
+            }
+            (
+                Self::Present(mut r),
+                event @ (DomainEvent::FundsHeld(_) | DomainEvent::ConnectionSettled(_)),
+            ) => {
+                let (connection_id, currency) = match event {
+                    DomainEvent::FundsHeld(e) => (e.connection_id, e.currency.clone()),
+                    DomainEvent::ConnectionSettled(e) => (e.connection_id, e.currency.clone()),
+                    _ => return Self::Present(r),
+                };
+                // Another connection's event changes nothing here.
+                if connection_id != r.id {
+                    return Self::Present(r);
+                }
+                let balance = r.balances.get(&currency).copied().unwrap_or_default();
+                if let Ok(next) = super::settlement::apply_to_balance(balance, event) {
+                    r.balances.insert(currency, next);
+                }
                 Self::Present(r)
             }
             (Self::Present(mut r), DomainEvent::AllocationReleased(e)) => {

@@ -89,6 +89,7 @@ impl Custody {
             }
             DomainEvent::CustodyAllocated(e) => (&e.currency, e.quantity, false),
             DomainEvent::CustodyDeallocated(e) => (&e.currency, e.quantity, true),
+            DomainEvent::CustodySettled(e) => (&e.currency, e.delta.saturating_abs(), e.delta > 0),
             _ => return self,
         };
         let balance = self.balance(currency);

@@ -14,6 +14,10 @@ use super::enterprise::{
     EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
 };
 use super::partner::{PartnerRegistered, PartnerUpdated};
+use super::settlement::{
+    ConnectionSettled, CustodySettled, FundsHeld, SettlementExecuted, SettlementFailed,
+    SettlementStaged,
+};
 use super::user::UserCreated;
 
 /// Microseconds since the Unix epoch, UTC. The domain never reads a clock: callers pass it in.
@@ -86,4 +90,10 @@ vocabulary! {
     ConnectionUpdated = 13 v 1,
     AllocationCleared = 14 v 1,
     AllocationReleased = 15 v 1,
+    SettlementStaged = 16 v 1,
+    FundsHeld = 17 v 1,
+    ConnectionSettled = 18 v 1,
+    CustodySettled = 19 v 1,
+    SettlementExecuted = 20 v 1,
+    SettlementFailed = 21 v 1,
 }

@@ -10,6 +10,7 @@ pub mod event;
 pub mod ids;
 pub mod money;
 pub mod partner;
+pub mod settlement;
 pub mod stream;
 pub mod user;
 

@@ -20,6 +20,10 @@ use events::domain::enterprise::{
 use events::domain::event::Timestamp;
 use events::domain::money::{AmountFormat, CurrencyCode};
 use events::domain::partner::{PartnerRegistered, PartnerUpdated, WindowMinutes};
+use events::domain::settlement::{
+    ConnectionSettled, CustodySettled, FundsHeld, Instruction, SettlementApi, SettlementExecuted,
+    SettlementFailed, SettlementStaged, Transfer,
+};
 use events::domain::user::UserCreated;
 use events::domain::{CommandId, DomainEvent, StreamName};
 use serde_json::{json, Value};
@@ -171,6 +175,79 @@ fn samples() -> Vec<DomainEvent> {
         .into(),
         AllocationReleased {
             allocation: allocation(Some(ReleaseReason::InsufficientCustodyBalance)),
+        }
+        .into(),
+        SettlementStaged {
+            settlement_id: id(0xa1),
+            partner_id: id(0x21),
+            partner_enterprise_id: id(0x12),
+            external_id: "settle-2026-01-01".into(),
+            api: SettlementApi::V2,
+            notes: Some("daily".into()),
+            cutoff_at: Some(at),
+            transfers: vec![
+                Transfer {
+                    transfer_id: id(0xb1),
+                    instruction: Instruction {
+                        source: None,
+                        destination: id(0x81),
+                        currency: btc(),
+                        quantity: -20_000_000,
+                    },
+                },
+                Transfer {
+                    transfer_id: id(0xb2),
+                    instruction: Instruction {
+                        source: Some(id(0x81)),
+                        destination: id(0x83),
+                        currency: btc(),
+                        quantity: 5,
+                    },
+                },
+            ],
+            dispute_window_micros: 3_000_000,
+            top_up_window_micros: 0,
+            initiated_by: id(0x55),
+            payload: "{\"externalId\":\"settle-2026-01-01\"}".into(),
+            signature: "ab".repeat(64),
+            key_id: id(0x12),
+            at,
+        }
+        .into(),
+        FundsHeld {
+            connection_id: id(0x81),
+            settlement_id: id(0xa1),
+            currency: btc(),
+            quantity: 20_000_000,
+            at,
+        }
+        .into(),
+        ConnectionSettled {
+            connection_id: id(0x81),
+            settlement_id: id(0xa1),
+            currency: btc(),
+            consumed_held: 20_000_000,
+            credited: 0,
+            at,
+        }
+        .into(),
+        CustodySettled {
+            enterprise_id: id(0x12),
+            settlement_id: id(0xa1),
+            currency: btc(),
+            delta: 20_000_000,
+            at,
+        }
+        .into(),
+        SettlementExecuted {
+            settlement_id: id(0xa1),
+            at,
+        }
+        .into(),
+        SettlementFailed {
+            settlement_id: id(0xa1),
+            short_currencies: vec![btc()],
+            at,
         }
         .into(),
     ]

@@ -1,0 +1,829 @@
+//! The settlement aggregate (SPEC §7–§9.3): staging a partner's signed instructions — checked
+//! against the partner's connections, the broker rules and `cutoffAt`, with the net liability of
+//! each connection and currency held — and executing them all together or not at all.
+//!
+//! Signs: a `+` quantity moves value from the source (the partner's custody, or the source
+//! connection for broker instructions) to the destination connection.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::connection::Connection;
+use super::custody::Custody;
+use super::event::{DomainEvent, Timestamp};
+use super::money::{Balance, CurrencyCode, MoneyError};
+use super::partner::PartnerRecord;
+
+/// How far in the future a `cutoffAt` may be, in microseconds (5 minutes).
+pub const CUTOFF_AHEAD_MICROS_MAX: i64 = 5 * 60 * 1_000_000;
+/// Most instruction lines in one settlement.
+pub const INSTRUCTIONS_MAX: usize = 100_000;
+
+/// Which route staged the settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettlementApi {
+    /// Performed synchronously (partners without disputes).
+    V1,
+    /// Staged, dispute-aware.
+    V2,
+}
+
+/// One instruction line as the partner wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instruction {
+    /// The paying connection of a broker (counterparty→party) instruction; `None` for the
+    /// partner's own custody account (party shape).
+    pub source: Option<Uuid>,
+    pub destination: Uuid,
+    pub currency: CurrencyCode,
+    /// Non-zero; `+` the destination gains.
+    pub quantity: i128,
+}
+
+/// A transfer of a settlement, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub transfer_id: Uuid,
+    pub instruction: Instruction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementStaged {
+    pub settlement_id: Uuid,
+    pub partner_id: Uuid,
+    pub partner_enterprise_id: Uuid,
+    pub external_id: String,
+    pub api: SettlementApi,
+    pub notes: Option<String>,
+    pub cutoff_at: Option<Timestamp>,
+    pub transfers: Vec<Transfer>,
+    /// Fixed at staging: later partner changes do not move the deadlines (SPEC §7).
+    pub dispute_window_micros: i64,
+    pub top_up_window_micros: i64,
+    pub initiated_by: Uuid,
+    /// The partner's signed payload and signature, kept for auditors to re-verify.
+    pub payload: String,
+    pub signature: String,
+    pub key_id: Uuid,
+    pub at: Timestamp,
+}
+
+/// Funds of a connection held for a settlement (on the connection's stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsHeld {
+    pub connection_id: Uuid,
+    pub settlement_id: Uuid,
+    pub currency: CurrencyCode,
+    pub quantity: i128,
+    pub at: Timestamp,
+}
+
+/// A connection's side of an executed settlement: its held loss consumed, its gain credited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionSettled {
+    pub connection_id: Uuid,
+    pub settlement_id: Uuid,
+    pub currency: CurrencyCode,
+    pub consumed_held: i128,
+    pub credited: i128,
+    pub at: Timestamp,
+}
+
+/// The partner's custody side of an executed settlement, per currency (signed: `-` it paid).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustodySettled {
+    pub enterprise_id: Uuid,
+    pub settlement_id: Uuid,
+    pub currency: CurrencyCode,
+    pub delta: i128,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementExecuted {
+    pub settlement_id: Uuid,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementFailed {
+    pub settlement_id: Uuid,
+    /// The currencies the partner's custody could not cover.
+    pub short_currencies: Vec<CurrencyCode>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Failed { short_currencies: Vec<CurrencyCode> },
+    Completed { finalized_at: Timestamp },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementRecord {
+    pub staged: SettlementStaged,
+    pub status: Status,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Settlement {
+    #[default]
+    Absent,
+    Present(Box<SettlementRecord>),
+}
+
+/// One connection and currency that cannot cover its net loss.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    pub connection_id: Uuid,
+    pub currency: CurrencyCode,
+    pub needed: i128,
+    pub available: i128,
+}
+
+/// Every way staging can be refused; nothing is written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StageRejection {
+    #[error("the settlement already exists")]
+    AlreadyExists,
+    #[error("settlementAmounts is empty")]
+    Empty,
+    #[error("more than {INSTRUCTIONS_MAX} instruction lines")]
+    TooManyInstructions,
+    #[error("an instruction quantity is zero")]
+    ZeroQuantity,
+    #[error("connection {0} is not a connection to this partner")]
+    UnknownConnection(Uuid),
+    #[error("only broker partners may name a source connection")]
+    NotABroker,
+    #[error("a broker's party-shaped amounts must sum to zero per currency; {0} does not")]
+    BrokerNotNetZero(CurrencyCode),
+    #[error("cutoffAt is more than 5 minutes in the future")]
+    CutoffTooFarAhead,
+    #[error("cutoffAt must be later than the previous settlement's")]
+    CutoffNotAfterPrevious,
+    #[error("some connections cannot cover their net liabilities")]
+    Liabilities(Vec<Shortfall>),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+/// What staging needs to know besides the settlement itself.
+#[derive(Clone, Debug)]
+pub struct StageContext<'a> {
+    pub partner: &'a PartnerRecord,
+    /// Every connection the instructions name, as loaded.
+    pub connections: &'a BTreeMap<Uuid, Connection>,
+    /// `cutoffAt` of the partner's previous v2 settlement.
+    pub previous_cutoff: Option<Timestamp>,
+}
+
+/// Net effect per (connection, currency): `+` it gains. Checked; never panics.
+pub fn nets(
+    instructions: &[Instruction],
+) -> Result<BTreeMap<(Uuid, CurrencyCode), i128>, MoneyError> {
+    let mut nets: BTreeMap<(Uuid, CurrencyCode), i128> = BTreeMap::new();
+    let mut add =
+        |connection: Uuid, currency: &CurrencyCode, delta: i128| -> Result<(), MoneyError> {
+            let entry = nets.entry((connection, currency.clone())).or_default();
+            *entry = entry.checked_add(delta).ok_or(MoneyError::Overflow)?;
+            Ok(())
+        };
+    for i in instructions {
+        add(i.destination, &i.currency, i.quantity)?;
+        if let Some(source) = i.source {
+            add(
+                source,
+                &i.currency,
+                i.quantity.checked_neg().ok_or(MoneyError::Overflow)?,
+            )?;
+        }
+    }
+    Ok(nets)
+}
+
+/// The partner custody's net outflow per currency when `nets` execute (`+` it pays).
+fn partner_outflows(
+    nets: &BTreeMap<(Uuid, CurrencyCode), i128>,
+) -> Result<BTreeMap<CurrencyCode, i128>, MoneyError> {
+    let mut outflows: BTreeMap<CurrencyCode, i128> = BTreeMap::new();
+    for ((_, currency), net) in nets {
+        let entry = outflows.entry(currency.clone()).or_default();
+        *entry = entry.checked_add(*net).ok_or(MoneyError::Overflow)?;
+    }
+    Ok(outflows)
+}
+
+fn check_instructions(
+    context: &StageContext<'_>,
+    instructions: &[Instruction],
+) -> Result<(), StageRejection> {
+    if instructions.len() > INSTRUCTIONS_MAX {
+        return Err(StageRejection::TooManyInstructions);
+    }
+    let ours = |id: Uuid| {
+        context
+            .connections
+            .get(&id)
+            .and_then(Connection::record)
+            .is_some_and(|r| r.partner_id == context.partner.id)
+    };
+    let mut party_sums: BTreeMap<&CurrencyCode, i128> = BTreeMap::new();
+    for i in instructions {
+        if i.quantity == 0 {
+            return Err(StageRejection::ZeroQuantity);
+        }
+        for connection in std::iter::once(i.destination).chain(i.source) {
+            if !ours(connection) {
+                return Err(StageRejection::UnknownConnection(connection));
+            }
+        }
+        match (i.source, context.partner.broker) {
+            (Some(_), false) => return Err(StageRejection::NotABroker),
+            (None, true) => {
+                let sum = party_sums.entry(&i.currency).or_default();
+                *sum = sum.checked_add(i.quantity).ok_or(MoneyError::Overflow)?;
+            }
+            _ => {}
+        }
+    }
+    match party_sums.into_iter().find(|(_, sum)| *sum != 0) {
+        Some((currency, _)) => Err(StageRejection::BrokerNotNetZero(currency.clone())),
+        None => Ok(()),
+    }
+}
+
+impl Settlement {
+    pub fn record(&self) -> Option<&SettlementRecord> {
+        match self {
+            Self::Absent => None,
+            Self::Present(r) => Some(r),
+        }
+    }
+
+    pub fn evolve(self, event: &DomainEvent) -> Self {
+        match (self, event) {
+            (Self::Absent, DomainEvent::SettlementStaged(e)) => {
+                Self::Present(Box::new(SettlementRecord {
+                    staged: e.clone(),
+                    status: Status::Pending,
+                    updated_at: e.at,
+                }))
+            }
+            (Self::Present(mut r), DomainEvent::SettlementExecuted(e)) => {
+                r.status = Status::Completed { finalized_at: e.at };
+                r.updated_at = e.at;
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::SettlementFailed(e)) => {
+                r.status = Status::Failed {
+                    short_currencies: e.short_currencies.clone(),
+                };
+                r.updated_at = e.at;
+                Self::Present(r)
+            }
+            (state, _) => state,
+        }
+    }
+
+    /// Stages a settlement: the `SettlementStaged` event and one `FundsHeld` per connection and
+    /// currency whose net is a loss, each covered by the connection's available balance.
+    pub fn decide_stage(
+        &self,
+        context: &StageContext<'_>,
+        staged: SettlementStaged,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, StageRejection> {
+        if self.record().is_some() {
+            return Err(StageRejection::AlreadyExists);
+        }
+        let instructions: Vec<Instruction> = staged
+            .transfers
+            .iter()
+            .map(|t| t.instruction.clone())
+            .collect();
+        if instructions.is_empty() && staged.api == SettlementApi::V1 {
+            return Err(StageRejection::Empty);
+        }
+        check_instructions(context, &instructions)?;
+        if let Some(cutoff) = staged.cutoff_at {
+            if cutoff.0 > now.0.saturating_add(CUTOFF_AHEAD_MICROS_MAX) {
+                return Err(StageRejection::CutoffTooFarAhead);
+            }
+            if context
+                .previous_cutoff
+                .is_some_and(|previous| cutoff <= previous)
+            {
+                return Err(StageRejection::CutoffNotAfterPrevious);
+            }
+        }
+        let nets = nets(&instructions)?;
+        let mut shortfalls = Vec::new();
+        let mut holds = Vec::new();
+        for ((connection_id, currency), net) in &nets {
+            if *net >= 0 {
+                continue;
+            }
+            let needed = net.checked_neg().ok_or(MoneyError::Overflow)?;
+            let available = context
+                .connections
+                .get(connection_id)
+                .map_or(0, |c| c.balance(currency).available());
+            if needed > available {
+                shortfalls.push(Shortfall {
+                    connection_id: *connection_id,
+                    currency: currency.clone(),
+                    needed,
+                    available,
+                });
+                continue;
+            }
+            holds.push(FundsHeld {
+                connection_id: *connection_id,
+                settlement_id: staged.settlement_id,
+                currency: currency.clone(),
+                quantity: needed,
+                at: now,
+            });
+        }
+        if !shortfalls.is_empty() {
+            return Err(StageRejection::Liabilities(shortfalls));
+        }
+        let mut events: Vec<DomainEvent> = vec![staged.into()];
+        events.extend(holds.into_iter().map(DomainEvent::from));
+        Ok(events)
+    }
+
+    /// Executes every transfer together: held losses go to the partner's custody, gains come from
+    /// it. When the custody cannot cover its net outflow in some currency, only
+    /// `SettlementFailed` is recorded (naming them) and the holds stay. Nothing once completed.
+    pub fn decide_execute(
+        &self,
+        partner_custody: &Custody,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, MoneyError> {
+        let Some(record) = self.record() else {
+            return Ok(vec![]);
+        };
+        if matches!(record.status, Status::Completed { .. }) {
+            return Ok(vec![]);
+        }
+        let staged = &record.staged;
+        let instructions: Vec<Instruction> = staged
+            .transfers
+            .iter()
+            .map(|t| t.instruction.clone())
+            .collect();
+        let nets = nets(&instructions)?;
+        let outflows = partner_outflows(&nets)?;
+        let short: Vec<CurrencyCode> = outflows
+            .iter()
+            .filter(|(currency, outflow)| {
+                **outflow > 0 && partner_custody.balance(currency).available() < **outflow
+            })
+            .map(|(currency, _)| currency.clone())
+            .collect();
+        if !short.is_empty() {
+            let already = matches!(&record.status, Status::Failed { short_currencies } if *short_currencies == short);
+            return Ok(if already {
+                vec![]
+            } else {
+                vec![SettlementFailed {
+                    settlement_id: staged.settlement_id,
+                    short_currencies: short,
+                    at: now,
+                }
+                .into()]
+            });
+        }
+        let settlement_id = staged.settlement_id;
+        let mut events: Vec<DomainEvent> = Vec::new();
+        for ((connection_id, currency), net) in &nets {
+            let (consumed_held, credited) = if *net < 0 {
+                (net.checked_neg().ok_or(MoneyError::Overflow)?, 0)
+            } else {
+                (0, *net)
+            };
+            events.push(
+                ConnectionSettled {
+                    connection_id: *connection_id,
+                    settlement_id,
+                    currency: currency.clone(),
+                    consumed_held,
+                    credited,
+                    at: now,
+                }
+                .into(),
+            );
+        }
+        for (currency, outflow) in outflows.into_iter().filter(|(_, o)| *o != 0) {
+            let delta = outflow.checked_neg().ok_or(MoneyError::Overflow)?;
+            events.push(
+                CustodySettled {
+                    enterprise_id: staged.partner_enterprise_id,
+                    settlement_id,
+                    currency,
+                    delta,
+                    at: now,
+                }
+                .into(),
+            );
+        }
+        events.push(
+            SettlementExecuted {
+                settlement_id,
+                at: now,
+            }
+            .into(),
+        );
+        Ok(events)
+    }
+}
+
+/// A connection balance after a settlement event of this connection (used by `Connection::evolve`).
+pub fn apply_to_balance(balance: Balance, event: &DomainEvent) -> Result<Balance, MoneyError> {
+    match event {
+        DomainEvent::FundsHeld(e) => balance.hold(e.quantity),
+        DomainEvent::ConnectionSettled(e) => {
+            balance.consume_held(e.consumed_held)?.credit(e.credited)
+        }
+        _ => Ok(balance),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::connection::{
+        network_account_id_of, AllocationCleared, AllocationKind, AllocationRecord,
+        ConnectionCreated,
+    };
+    use crate::domain::custody::DepositCredited;
+    use crate::domain::money::AmountFormat;
+
+    const PARTNER: Uuid = Uuid::from_u128(0xa);
+    const PARTNER_E: Uuid = Uuid::from_u128(0xb);
+    const C1: Uuid = Uuid::from_u128(1);
+    const C2: Uuid = Uuid::from_u128(2);
+    const FOREIGN: Uuid = Uuid::from_u128(3);
+    const S: Uuid = Uuid::from_u128(0x5);
+    const NOW: Timestamp = Timestamp(1_000_000_000_000);
+
+    fn btc() -> CurrencyCode {
+        CurrencyCode::parse("BTC").unwrap()
+    }
+
+    fn partner(broker: bool) -> PartnerRecord {
+        PartnerRecord {
+            id: PARTNER,
+            enterprise_id: PARTNER_E,
+            name: "p".into(),
+            broker,
+            active: true,
+            client_dispute_window: None,
+            top_up_window: None,
+            amount_format: AmountFormat::BaseUnits,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    /// A connection to `partner_id` with `allocated` BTC available.
+    fn connection(id: Uuid, partner_id: Uuid, allocated: i128) -> Connection {
+        let created = ConnectionCreated {
+            connection_id: id,
+            name: "c".into(),
+            client_id: Uuid::from_u128(9),
+            client_enterprise_id: Uuid::from_u128(8),
+            partner_id,
+            partner_enterprise_id: PARTNER_E,
+            network_account_id: network_account_id_of(id),
+            amount_format: AmountFormat::BaseUnits,
+            connection_key: "k".into(),
+            nonce: "n".into(),
+            proof: "p".into(),
+            at: NOW,
+        };
+        let allocation = AllocationRecord {
+            allocation_id: Uuid::from_u128(id.as_u128() + 100),
+            kind: AllocationKind::Allocation,
+            connection_id: id,
+            currency: btc(),
+            quantity: allocated,
+            client_external_id: format!("a{id}"),
+            initiated_by: Uuid::from_u128(7),
+            notes: None,
+            released: None,
+            at: NOW,
+        };
+        [
+            DomainEvent::from(created),
+            AllocationCleared { allocation }.into(),
+        ]
+        .iter()
+        .fold(Connection::Absent, Connection::evolve)
+    }
+
+    fn connections(c1: i128, c2: i128) -> BTreeMap<Uuid, Connection> {
+        BTreeMap::from([
+            (C1, connection(C1, PARTNER, c1)),
+            (C2, connection(C2, PARTNER, c2)),
+            (FOREIGN, connection(FOREIGN, Uuid::from_u128(0xff), 100)),
+        ])
+    }
+
+    fn line(source: Option<Uuid>, destination: Uuid, quantity: i128) -> Transfer {
+        Transfer {
+            transfer_id: Uuid::from_u128(destination.as_u128() * 1000 + quantity.unsigned_abs()),
+            instruction: Instruction {
+                source,
+                destination,
+                currency: btc(),
+                quantity,
+            },
+        }
+    }
+
+    fn staged(
+        api: SettlementApi,
+        transfers: Vec<Transfer>,
+        cutoff_at: Option<Timestamp>,
+    ) -> SettlementStaged {
+        SettlementStaged {
+            settlement_id: S,
+            partner_id: PARTNER,
+            partner_enterprise_id: PARTNER_E,
+            external_id: "x-1".into(),
+            api,
+            notes: None,
+            cutoff_at,
+            transfers,
+            dispute_window_micros: 0,
+            top_up_window_micros: 0,
+            initiated_by: Uuid::from_u128(6),
+            payload: "{}".into(),
+            signature: "00".into(),
+            key_id: Uuid::from_u128(4),
+            at: NOW,
+        }
+    }
+
+    fn stage(
+        p: &PartnerRecord,
+        conns: &BTreeMap<Uuid, Connection>,
+        previous: Option<Timestamp>,
+        s: SettlementStaged,
+    ) -> Result<Vec<DomainEvent>, StageRejection> {
+        Settlement::Absent.decide_stage(
+            &StageContext {
+                partner: p,
+                connections: conns,
+                previous_cutoff: previous,
+            },
+            s,
+            NOW,
+        )
+    }
+
+    fn custody(btc_units: i128) -> Custody {
+        let deposit = DepositCredited {
+            enterprise_id: PARTNER_E,
+            deposit_id: Uuid::from_u128(1),
+            external_id: "d".into(),
+            currency: btc(),
+            quantity: btc_units,
+            at: NOW,
+        };
+        Custody::default().evolve(&deposit.into())
+    }
+
+    #[test]
+    fn staging_holds_each_net_loss() {
+        let conns = connections(100, 0);
+        let s = staged(
+            SettlementApi::V2,
+            vec![line(None, C1, -30), line(None, C2, 50), line(None, C1, 10)],
+            Some(NOW),
+        );
+        let events = stage(&partner(false), &conns, None, s.clone()).unwrap();
+        let held = FundsHeld {
+            connection_id: C1,
+            settlement_id: S,
+            currency: btc(),
+            quantity: 20,
+            at: NOW,
+        };
+        assert_eq!(
+            events,
+            vec![s.into(), held.into()],
+            "one hold of the net loss; gains hold nothing"
+        );
+    }
+
+    #[test]
+    fn staging_refusals() {
+        use StageRejection::*;
+        let (p, conns) = (partner(false), connections(100, 0));
+        let v2 = |t: Vec<Transfer>| staged(SettlementApi::V2, t, None);
+        assert_eq!(
+            stage(&p, &conns, None, staged(SettlementApi::V1, vec![], None)),
+            Err(Empty)
+        );
+        assert!(
+            stage(&p, &conns, None, v2(vec![])).is_ok(),
+            "v2 accepts {{}}"
+        );
+        assert_eq!(
+            stage(&p, &conns, None, v2(vec![line(None, C1, 0)])),
+            Err(ZeroQuantity)
+        );
+        assert_eq!(
+            stage(&p, &conns, None, v2(vec![line(None, FOREIGN, 1)])),
+            Err(UnknownConnection(FOREIGN))
+        );
+        assert_eq!(
+            stage(
+                &p,
+                &conns,
+                None,
+                v2(vec![line(None, Uuid::from_u128(77), 1)])
+            ),
+            Err(UnknownConnection(Uuid::from_u128(77)))
+        );
+        assert_eq!(
+            stage(&p, &conns, None, v2(vec![line(Some(C1), C2, 1)])),
+            Err(NotABroker)
+        );
+        let broker = partner(true);
+        assert_eq!(
+            stage(
+                &broker,
+                &conns,
+                None,
+                v2(vec![line(None, C1, -5), line(None, C2, 4)])
+            ),
+            Err(BrokerNotNetZero(btc()))
+        );
+        assert!(stage(
+            &broker,
+            &conns,
+            None,
+            v2(vec![line(None, C1, -5), line(None, C2, 5)])
+        )
+        .is_ok());
+        assert!(
+            stage(&broker, &conns, None, v2(vec![line(Some(C1), C2, 5)])).is_ok(),
+            "counterparty→party"
+        );
+        let ahead = staged(
+            SettlementApi::V2,
+            vec![],
+            Some(Timestamp(NOW.0 + CUTOFF_AHEAD_MICROS_MAX + 1)),
+        );
+        assert_eq!(stage(&p, &conns, None, ahead), Err(CutoffTooFarAhead));
+        assert_eq!(
+            stage(
+                &p,
+                &conns,
+                Some(NOW),
+                staged(SettlementApi::V2, vec![], Some(NOW))
+            ),
+            Err(CutoffNotAfterPrevious)
+        );
+        let short = stage(
+            &p,
+            &conns,
+            None,
+            v2(vec![line(None, C1, -101), line(None, C2, -1)]),
+        );
+        assert_eq!(
+            short,
+            Err(Liabilities(vec![
+                Shortfall {
+                    connection_id: C1,
+                    currency: btc(),
+                    needed: 101,
+                    available: 100
+                },
+                Shortfall {
+                    connection_id: C2,
+                    currency: btc(),
+                    needed: 1,
+                    available: 0
+                },
+            ])),
+            "every short connection and currency is named"
+        );
+        let present = Settlement::Absent.evolve(&staged(SettlementApi::V2, vec![], None).into());
+        let context = StageContext {
+            partner: &p,
+            connections: &conns,
+            previous_cutoff: None,
+        };
+        assert_eq!(
+            present.decide_stage(&context, v2(vec![]), NOW),
+            Err(AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn earlier_holds_count_against_later_settlements() {
+        let (p, mut conns) = (partner(false), connections(100, 0));
+        let first = stage(
+            &p,
+            &conns,
+            None,
+            staged(SettlementApi::V2, vec![line(None, C1, -70)], None),
+        )
+        .unwrap();
+        let c1 = first
+            .iter()
+            .fold(conns.remove(&C1).unwrap(), |c, e| c.evolve(e));
+        assert_eq!(
+            (c1.balance(&btc()).available(), c1.balance(&btc()).held()),
+            (30, 70)
+        );
+        conns.insert(C1, c1);
+        let second = stage(
+            &p,
+            &conns,
+            None,
+            staged(SettlementApi::V2, vec![line(None, C1, -31)], None),
+        );
+        assert!(matches!(second, Err(StageRejection::Liabilities(s)) if s[0].available == 30));
+    }
+
+    #[test]
+    fn execution_moves_everything_or_fails_naming_the_currency() {
+        let (p, conns) = (partner(false), connections(100, 0));
+        let s = staged(
+            SettlementApi::V2,
+            vec![line(None, C1, -30), line(None, C2, 50)],
+            None,
+        );
+        let staged_events = stage(&p, &conns, None, s).unwrap();
+        let settlement = staged_events
+            .iter()
+            .fold(Settlement::Absent, Settlement::evolve);
+        let mut c1 = staged_events
+            .iter()
+            .fold(conns[&C1].clone(), |c, e| c.evolve(e));
+        let mut c2 = conns[&C2].clone();
+        let total = |c1: &Connection, c2: &Connection, custody: &Custody| {
+            c1.balance(&btc()).total()
+                + c2.balance(&btc()).total()
+                + custody.balance(&btc()).total()
+        };
+
+        // The partner owes a net 20 and has 10: failed, holds stay, nothing moves.
+        let poor = custody(10);
+        let failed = settlement.decide_execute(&poor, NOW).unwrap();
+        assert_eq!(
+            failed,
+            vec![SettlementFailed {
+                settlement_id: S,
+                short_currencies: vec![btc()],
+                at: NOW
+            }
+            .into()]
+        );
+        let settlement = failed.iter().fold(settlement, Settlement::evolve);
+        assert_eq!(
+            settlement.decide_execute(&poor, NOW).unwrap(),
+            vec![],
+            "a repeated failure records nothing new"
+        );
+
+        // Topped up: everything moves, and the currency is conserved.
+        let mut funded = custody(25);
+        let before = total(&c1, &c2, &funded);
+        let executed = settlement.decide_execute(&funded, NOW).unwrap();
+        for e in &executed {
+            c1 = c1.evolve(e);
+            c2 = c2.evolve(e);
+            funded = funded.evolve(e);
+        }
+        assert_eq!(
+            (c1.balance(&btc()).available(), c1.balance(&btc()).held()),
+            (70, 0),
+            "the held loss is consumed"
+        );
+        assert_eq!(c2.balance(&btc()).available(), 50);
+        assert_eq!(funded.balance(&btc()).available(), 5);
+        assert_eq!(total(&c1, &c2, &funded), before, "conserved");
+        let done = executed.iter().fold(settlement, Settlement::evolve);
+        assert!(matches!(
+            done.record().unwrap().status,
+            Status::Completed { .. }
+        ));
+        assert_eq!(
+            done.decide_execute(&funded, NOW).unwrap(),
+            vec![],
+            "executes at most once"
+        );
+    }
+}
