@@ -61,10 +61,16 @@ impl TestDb {
         self.pool.close().await;
         let name = format!("t_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&base_url()).await.expect("connect");
-        // Postgres waits up to 5 s for sessions of the template to end; a loaded machine can
-        // take longer to reap a closed one, so try a few times before reporting who is there.
+        // A template may have no sessions. The pool is closed, but on a loaded machine a closed
+        // session can linger; the test owns this database, so end whatever is left, then copy
+        // (retrying, as Postgres only waits 5 s for sessions to go).
         let mut created = Err(sqlx::Error::PoolClosed);
         for _ in 0..4 {
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+                .bind(&self.name)
+                .execute(&mut admin)
+                .await
+                .ok();
             created = sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {}", self.name))
                 .execute(&mut admin)
                 .await;
