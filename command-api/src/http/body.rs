@@ -11,11 +11,15 @@ use super::error::ApiError;
 /// Largest request body, in bytes (a 10,000-line settlement fits).
 pub const BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// A JSON object body, unparsed.
+/// A body read but not yet judged. Network routes authenticate first and only then look at
+/// the body (SPEC §2: 401/403 before 400); an oversize body is refused while reading (413).
 #[derive(Debug, Clone)]
-pub struct JsonBody(pub Value);
+pub struct RawBody {
+    is_json: bool,
+    bytes: axum::body::Bytes,
+}
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -28,17 +32,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     .to_ascii_lowercase()
                     .starts_with("application/json")
             });
-        let has_body = request
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .is_none_or(|v| v != "0");
-        if !is_json && has_body {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the body must be JSON (Content-Type: application/json)",
-            ));
-        }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|e| {
@@ -52,10 +45,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     ApiError::bad_request("malformed_body", "the request body could not be read")
                 }
             })?;
-        if bytes.is_empty() {
-            return Ok(Self(Value::Object(Default::default())));
+        Ok(Self { is_json, bytes })
+    }
+}
+
+impl RawBody {
+    /// The body as a JSON object: 415 for another content type, 400 for anything not an object.
+    pub fn json(&self) -> Result<Value, ApiError> {
+        if self.bytes.is_empty() {
+            return Ok(Value::Object(Default::default()));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        if !self.is_json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        let value: Value = serde_json::from_slice(&self.bytes).map_err(|e| {
             ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
         })?;
         if !value.is_object() {
@@ -64,7 +71,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "the body must be a JSON object",
             ));
         }
-        Ok(Self(value))
+        Ok(value)
+    }
+}
+
+/// A JSON object body, parsed at once (admin routes, whose token is checked by an earlier extractor).
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        RawBody::from_request(request, state)
+            .await?
+            .json()
+            .map(Self)
     }
 }
 

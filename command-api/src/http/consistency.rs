@@ -23,21 +23,23 @@ fn parse_token(token: &str) -> Option<i64> {
     token.strip_prefix(TOKEN_PREFIX)?.parse().ok()
 }
 
-/// Whether `consumer` has applied every event of transaction `txid`.
+/// Whether `consumer` has applied every event of transaction `txid`. A transaction's events may
+/// be sequenced across two batches, so all of them must have a position before the last counts.
 async fn reflected(pool: &PgPool, consumer: &str, txid: i64) -> Result<bool, sqlx::Error> {
-    let row: (Option<i64>, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT max(l.position) FROM events e JOIN event_log l ON l.event_id = e.event_id WHERE e.txid = $1),
-                (SELECT count(*) FROM events WHERE txid = $1),
-                coalesce((SELECT position FROM consumer_checkpoints WHERE consumer = $2), 0)",
+    let (events, positioned, last, checkpoint): (i64, i64, Option<i64>, i64) = sqlx::query_as(
+        "SELECT count(*), count(l.position), max(l.position),
+                coalesce((SELECT position FROM consumer_checkpoints WHERE consumer = $2), 0)
+         FROM events e LEFT JOIN event_log l ON l.event_id = e.event_id
+         WHERE e.txid = $1",
     )
     .bind(txid)
     .bind(consumer)
     .fetch_one(pool)
     .await?;
-    Ok(match row {
-        (_, 0, _) => true,
-        (None, _, _) => false,
-        (Some(last), _, checkpoint) => checkpoint >= last,
+    Ok(match last {
+        _ if events == 0 => true,
+        Some(last) if positioned == events => checkpoint >= last,
+        _ => false,
     })
 }
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::auth::{
     self, connection_stream, custody_stream, fold, partner_stream, Access, Caller, Role,
 };
-use super::body::{parse, JsonBody};
+use super::body::{parse, RawBody};
 use super::command::{run, CommandSpec, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
@@ -187,6 +187,7 @@ fn connection_error(e: ConnectionRejection) -> ApiError {
         ConnectionRejection::AlreadyExists | ConnectionRejection::ExternalIdReused(_) => {
             ApiError::conflict("already_exists", message)
         }
+        ConnectionRejection::Overflow => ApiError::bad_request("amount_overflow", message),
         ConnectionRejection::NameEmpty
         | ConnectionRejection::NameTooLong
         | ConnectionRejection::ConnectionKeyEmpty
@@ -216,9 +217,10 @@ async fn connect(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
     let request: ConnectRequest = parse(&own_fields(&body))?;
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -260,9 +262,10 @@ async fn connect_signing(
     caller: Caller,
     State(state): State<AppState>,
     Path(e): Path<Uuid>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
     let _: ConnectRequest = parse(&own_fields(&body))?;
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
@@ -281,9 +284,10 @@ async fn update_connection(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -323,9 +327,10 @@ async fn update_signing(
     caller: Caller,
     State(state): State<AppState>,
     Path((e, _)): Path<(Uuid, Uuid)>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
     let _: UpdateRequest = parse(&own_fields(&body))?;
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
@@ -406,7 +411,7 @@ async fn allocate(
     state: State<AppState>,
     request_id: Extension<RequestId>,
     path: Path<(Uuid, Uuid)>,
-    body: JsonBody,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     move_funds(
         AllocationKind::Allocation,
@@ -424,7 +429,7 @@ async fn deallocate(
     state: State<AppState>,
     request_id: Extension<RequestId>,
     path: Path<(Uuid, Uuid)>,
-    body: JsonBody,
+    body: RawBody,
 ) -> Result<Response, ApiError> {
     move_funds(
         AllocationKind::Deallocation,
@@ -443,9 +448,10 @@ async fn move_funds(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Response, ApiError> {
     let (access, format) = client_connection_access(&state, &caller, e, connection_id).await?;
+    let body = raw.json()?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
     let (currency, quantity) = parse_allocation_amount(&state, &request.amount, format)?;
     let signed = SignedRequest::parse(&body, &allocation_path_ids(e, connection_id))
@@ -510,9 +516,10 @@ async fn allocation_signing(
     caller: Caller,
     State(state): State<AppState>,
     Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    JsonBody(body): JsonBody,
+    raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let (_, format) = client_connection_access(&state, &caller, e, connection_id).await?;
+    let body = raw.json()?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
     parse_allocation_amount(&state, &request.amount, format)?;
     let payload =

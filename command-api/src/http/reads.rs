@@ -57,7 +57,11 @@ fn encode_cursor(offset: u64) -> String {
 
 fn decode_cursor(cursor: &str) -> Option<u64> {
     let text = String::from_utf8(hex::decode(cursor).ok()?).ok()?;
-    text.strip_prefix('o')?.parse().ok()
+    // An offset beyond what Postgres takes is not a cursor this API issued.
+    text.strip_prefix('o')?
+        .parse()
+        .ok()
+        .filter(|offset| *offset <= i64::MAX as u64)
 }
 
 /// `{plural: [...], nextCursor}`: a cursor while the page came back full.

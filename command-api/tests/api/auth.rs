@@ -51,6 +51,30 @@ async fn every_access_rule_answers_with_its_status() {
     )
     .await
     .expect(403, Some("no_client_record"));
+    // Access is decided before the body is looked at: a bad body from a stranger is still 401/403.
+    let path = format!("/api/network{}", w.allocation_path("allocations"));
+    let raw = |token: String| {
+        app.http
+            .post(format!("http://{}{path}", app.addr))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body("{bad")
+    };
+    assert_eq!(
+        raw(forged.clone()).send().await.unwrap().status(),
+        401,
+        "unknown token, malformed JSON"
+    );
+    assert_eq!(
+        raw(p.token.clone()).send().await.unwrap().status(),
+        401,
+        "not a member, malformed JSON"
+    );
+    assert_eq!(
+        raw(c.token.clone()).send().await.unwrap().status(),
+        400,
+        "the owner gets the 400"
+    );
     // Both work for their owners.
     app.get(&client_balances, &c.token).await.expect(200, None);
     app.get(&partner_balances, &p.token).await.expect(200, None);

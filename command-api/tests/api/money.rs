@@ -175,3 +175,45 @@ async fn malformed_amounts_are_400_and_never_panic() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_overflowing_credit_is_refused_not_dropped() {
+    use reqwest::Method;
+    let app = TestApp::spawn().await;
+    let w = world(&app, "baseUnits").await;
+    let max = i128::MAX.to_string();
+    let deposit =
+        |external: &str| json!({"currency": "USD", "quantity": max, "externalId": external});
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", w.client.id),
+        deposit("usd-1"),
+    )
+    .await
+    .expect(200, None);
+    // A second deposit of the maximum would overflow custody: refused.
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", w.client.id),
+        deposit("usd-2"),
+    )
+    .await
+    .expect(400, Some("amount_overflow"));
+    let token = &w.client.token;
+    let path = w.allocation_path("allocations");
+    app.post(&path, token, w.allocation("USD", json!(max), "o-1", "o-1"))
+        .await
+        .expect(200, None);
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", w.client.id),
+        deposit("usd-3"),
+    )
+    .await
+    .expect(200, None);
+    // The connection holds the maximum already: one more would overflow it.
+    app.post(&path, token, w.allocation("USD", json!("1"), "o-2", "o-2"))
+        .await
+        .expect(400, Some("amount_overflow"));
+    app.shutdown().await;
+}

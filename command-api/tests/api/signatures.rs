@@ -81,6 +81,16 @@ async fn signature_matrix() {
         .await
         .expect(400, Some("nonce_reused"));
 
+    // A nonce is spent across routes: a connect's nonce on a rename is a reuse (400), not a retry.
+    let rename = signed(&w.client.key, json!({"name": "x"}), &[], "connect-1");
+    let put = format!(
+        "/api/network/v1/enterprises/{}/clients/connections/{}",
+        w.client.id, w.connection_id
+    );
+    app.call(Method::PUT, &put, Some(token), Some(rename), &[])
+        .await
+        .expect(400, Some("nonce_reused"));
+
     // A revoked key no longer verifies.
     app.admin(
         Method::DELETE,

@@ -7,6 +7,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{
     self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy, AckKind, Message,
 };
@@ -80,6 +83,9 @@ pub struct Consumer<P> {
     projection: P,
     checkpoint: u64,
     pull: Option<jetstream::consumer::Consumer<pull::Config>>,
+    /// A rewind is owed: the durable consumer's cursor may be past unapplied messages, so it
+    /// must be deleted (and recreated at checkpoint + 1) before anything else is fetched.
+    must_rewind: bool,
 }
 
 impl<P> std::fmt::Debug for Consumer<P> {
@@ -120,6 +126,7 @@ impl<P: Projection> Consumer<P> {
             projection,
             checkpoint,
             pull: None,
+            must_rewind: false,
         })
     }
 
@@ -165,11 +172,15 @@ impl<P: Projection> Consumer<P> {
 
     /// Fetches one batch and applies what is new in it.
     pub async fn step(&mut self) -> anyhow::Result<ConsumerStep> {
+        if self.must_rewind {
+            self.rewind().await?;
+        }
         let messages = match self.fetch().await {
             Ok(messages) => messages,
             Err(e) => {
-                // The consumer or the stream may be gone (NATS lost its data): recreate next time.
-                self.pull = None;
+                // Part of a batch may have been delivered (and the cursor moved) before the error,
+                // or NATS lost its data: start again from the checkpoint.
+                self.must_rewind = true;
                 return Err(e);
             }
         };
@@ -284,19 +295,36 @@ impl<P: Projection> Consumer<P> {
                 }
             }
             Verdict::Rewind => {
-                self.pull = None;
-                match self.js.get_stream(&self.config.bus.stream).await {
-                    Ok(stream) => {
-                        if let Err(e) = stream.delete_consumer(&self.config.name).await {
-                            tracing::warn!(error = %e, "cannot rewind consumer; it is recreated on the next step");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot rewind consumer: stream unavailable")
-                    }
+                self.must_rewind = true;
+                if let Err(e) = self.rewind().await {
+                    tracing::warn!(error = %e, "cannot rewind consumer yet; retried before the next fetch");
                 }
             }
         }
+    }
+
+    /// Deletes the durable consumer so that it is recreated at checkpoint + 1. Done (the flag
+    /// cleared) only when the consumer is gone, or its stream is.
+    async fn rewind(&mut self) -> anyhow::Result<()> {
+        self.pull = None;
+        let stream = match self.js.get_stream(&self.config.bus.stream).await {
+            Ok(stream) => stream,
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                // No stream: no cursor to rewind.
+                self.must_rewind = false;
+                return Ok(());
+            }
+            Err(e) => bail!("cannot rewind consumer {}: {e}", self.config.name),
+        };
+        match stream.delete_consumer(&self.config.name).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND) =>
+                {}
+            Err(e) => bail!("cannot rewind consumer {}: {e}", self.config.name),
+        }
+        self.must_rewind = false;
+        Ok(())
     }
 
     /// Steps until `shutdown`, backing off after errors.

@@ -17,6 +17,8 @@ use crate::store::{EventStore, Leadership, Sequencer, StepOutcome};
 
 /// Batches in flight between sequencer and relay.
 const RELAY_QUEUE_BATCHES: usize = 8;
+/// How long a stopping leader waits for the relay to publish what was sequenced.
+const RELAY_DRAIN_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct LeaderConfig {
@@ -160,7 +162,19 @@ async fn lead(
     if result.is_err() {
         relay_stop.cancel();
     }
-    match relay.await {
+    // Draining is bounded: with NATS unreachable the relay would retry for ever, and a stopping
+    // process must stop. What it did not publish, the next leader's relay refills from the log.
+    let mut relay = relay;
+    let drained = tokio::time::timeout(RELAY_DRAIN_MAX, &mut relay).await;
+    let joined = match drained {
+        Ok(joined) => joined,
+        Err(_) => {
+            tracing::warn!("relay did not drain in time; stopping it");
+            relay_stop.cancel();
+            relay.await
+        }
+    };
+    match joined {
         Ok(Ok(())) => result,
         Ok(Err(e)) => result.and(Err(e)),
         Err(e) => result.and(Err(e.into())),

@@ -148,6 +148,8 @@ pub enum ConnectionRejection {
     BadNotes,
     #[error("client external id {0} was used for a different allocation")]
     ExternalIdReused(String),
+    #[error("the resulting balance would overflow")]
+    Overflow,
 }
 
 /// A new connection, as asked for by a client.
@@ -408,6 +410,16 @@ impl Connection {
             return Err(ConnectionRejection::ExternalIdReused(
                 existing.client_external_id.clone(),
             ));
+        }
+        if released.is_none() {
+            // The receiving side must be able to take it too: overflow is refused, never dropped.
+            let receiving = match allocation.kind {
+                AllocationKind::Allocation => self.balance(&allocation.currency),
+                AllocationKind::Deallocation => custody.balance(&allocation.currency),
+            };
+            receiving
+                .credit(allocation.quantity)
+                .map_err(|_| ConnectionRejection::Overflow)?;
         }
         if released.is_some() {
             return Ok(AllocationDecision {

@@ -363,6 +363,7 @@ impl Settlement {
     /// `SettlementFailed` is recorded (naming them) and the holds stay. Nothing once completed.
     pub fn decide_execute(
         &self,
+        connections: &BTreeMap<Uuid, Connection>,
         partner_custody: &Custody,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, MoneyError> {
@@ -408,6 +409,11 @@ impl Settlement {
             } else {
                 (0, *net)
             };
+            // Every move is checked on both sides before anything is recorded.
+            let balance = connections
+                .get(connection_id)
+                .map_or(Balance::ZERO, |c| c.balance(currency));
+            balance.consume_held(consumed_held)?.credit(credited)?;
             events.push(
                 ConnectionSettled {
                     connection_id: *connection_id,
@@ -422,6 +428,12 @@ impl Settlement {
         }
         for (currency, outflow) in outflows.into_iter().filter(|(_, o)| *o != 0) {
             let delta = outflow.checked_neg().ok_or(MoneyError::Overflow)?;
+            let custody = partner_custody.balance(&currency);
+            if delta > 0 {
+                custody.credit(delta)?;
+            } else {
+                custody.debit(outflow)?;
+            }
             events.push(
                 CustodySettled {
                     enterprise_id: staged.partner_enterprise_id,
@@ -780,8 +792,12 @@ mod tests {
         };
 
         // The partner owes a net 20 and has 10: failed, holds stay, nothing moves.
+        let after_staging: BTreeMap<Uuid, Connection> =
+            BTreeMap::from([(C1, c1.clone()), (C2, c2.clone())]);
         let poor = custody(10);
-        let failed = settlement.decide_execute(&poor, NOW).unwrap();
+        let failed = settlement
+            .decide_execute(&after_staging, &poor, NOW)
+            .unwrap();
         assert_eq!(
             failed,
             vec![SettlementFailed {
@@ -793,7 +809,9 @@ mod tests {
         );
         let settlement = failed.iter().fold(settlement, Settlement::evolve);
         assert_eq!(
-            settlement.decide_execute(&poor, NOW).unwrap(),
+            settlement
+                .decide_execute(&after_staging, &poor, NOW)
+                .unwrap(),
             vec![],
             "a repeated failure records nothing new"
         );
@@ -801,7 +819,9 @@ mod tests {
         // Topped up: everything moves, and the currency is conserved.
         let mut funded = custody(25);
         let before = total(&c1, &c2, &funded);
-        let executed = settlement.decide_execute(&funded, NOW).unwrap();
+        let executed = settlement
+            .decide_execute(&after_staging, &funded, NOW)
+            .unwrap();
         for e in &executed {
             c1 = c1.evolve(e);
             c2 = c2.evolve(e);
@@ -821,7 +841,7 @@ mod tests {
             Status::Completed { .. }
         ));
         assert_eq!(
-            done.decide_execute(&funded, NOW).unwrap(),
+            done.decide_execute(&after_staging, &funded, NOW).unwrap(),
             vec![],
             "executes at most once"
         );

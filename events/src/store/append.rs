@@ -112,6 +112,10 @@ pub enum AppendError {
     /// The nonce was consumed by a concurrent append: look it up.
     #[error("the nonce was used concurrently")]
     NonceTaken,
+    /// A caller's transaction already holds an append: one append per transaction (the
+    /// sequencer orders events by transaction and position within it).
+    #[error("one append per transaction")]
+    SecondAppendInTransaction,
     /// The request names an event for a stream it does not list in `expected`.
     #[error("event for stream {0} which the command did not load")]
     UndeclaredStream(StreamName),
@@ -238,6 +242,9 @@ pub async fn append_on(
                     Err(AppendError::DuplicateCommand)
                 }
                 (Some("23505"), Some("nonces_pkey")) => Err(AppendError::NonceTaken),
+                (Some("23505"), Some("events_txid_tx_seq_key")) => {
+                    Err(AppendError::SecondAppendInTransaction)
+                }
                 // A twin's events, or a version taken meanwhile: the stream moved.
                 (Some("23505"), _) => Err(AppendError::Conflict),
                 _ => Err(AppendError::Database(sqlx::Error::Database(e))),

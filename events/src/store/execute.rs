@@ -94,17 +94,13 @@ async fn load(store: &EventStore, streams: &[StreamName]) -> Result<Loaded, Exec
     Ok(loaded)
 }
 
-/// Returns the earlier outcome if this command (or its nonce) was executed before.
+/// Returns the earlier outcome if this command (or its nonce) was executed before. The nonce is
+/// looked at first: a nonce reused with another payload is refused as such (SPEC §4), even when
+/// the command's identity is derived from that nonce.
 async fn earlier_outcome(
     store: &EventStore,
     command: &Command,
 ) -> Result<Option<StoredOutcome>, ExecuteError> {
-    if let Some(found) = store.command_outcome(command.id).await? {
-        if found.request_hash != command.request_hash {
-            return Err(ExecuteError::RequestMismatch);
-        }
-        return Ok(Some(found));
-    }
     if let Some(nonce) = &command.nonce {
         match store
             .nonce_state(&nonce.scope, &nonce.nonce, &nonce.payload_hash)
@@ -113,12 +109,16 @@ async fn earlier_outcome(
             NonceState::Fresh => {}
             NonceState::Reused => return Err(ExecuteError::NonceReused),
             NonceState::Retry { command_id } => {
-                let first = store.command_outcome(command_id).await?;
-                return Ok(first);
+                return Ok(store.command_outcome(command_id).await?)
             }
         }
     }
-    Ok(None)
+    match store.command_outcome(command.id).await? {
+        Some(found) if found.request_hash != command.request_hash => {
+            Err(ExecuteError::RequestMismatch)
+        }
+        found => Ok(found),
+    }
 }
 
 /// Runs `command` through load → `decide` → append. `decide` must be pure: it may be called
