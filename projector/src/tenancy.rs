@@ -202,7 +202,8 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
         // Settlements' own read models come with the settlement routes.
         DomainEvent::SettlementStaged(_)
         | DomainEvent::SettlementExecuted(_)
-        | DomainEvent::SettlementFailed(_) => {}
+        | DomainEvent::SettlementFailed(_)
+        | DomainEvent::PartnerCutoffAdvanced(_) => {}
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod network;
 pub mod reads;
+pub mod settlements;
 pub mod views;
 
 use axum::extract::DefaultBodyLimit;
@@ -22,7 +23,10 @@ use error::ApiError;
 pub fn router(state: AppState, ops: Router) -> Router {
     Router::new()
         .nest("/api/admin/v1", admin::routes())
-        .nest("/api/network", network::routes())
+        .nest(
+            "/api/network",
+            network::routes().merge(settlements::routes()),
+        )
         .fallback(|| async {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,

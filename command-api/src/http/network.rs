@@ -101,7 +101,7 @@ pub fn routes() -> Router<AppState> {
         .route(&format!("{partner}/balances"), get(balances::<true>))
 }
 
-fn signing_error(e: SigningError) -> ApiError {
+pub(super) fn signing_error(e: SigningError) -> ApiError {
     ApiError::bad_request(e.code(), e.to_string())
 }
 
@@ -115,7 +115,7 @@ fn own_fields(body: &Value) -> Value {
 }
 
 /// The id of the enterprise key that verifies the request, or 401.
-fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, ApiError> {
+pub(super) fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, ApiError> {
     let keys: Vec<(Uuid, PublicKey)> = access
         .enterprise
         .active_keys()
@@ -131,7 +131,7 @@ fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, ApiError> {
 
 /// Re-checks, on the streams the command loaded, what was checked before it ran: access, and
 /// that the signing key is still active (a revocation in between wins).
-fn recheck(
+pub(super) fn recheck(
     loaded: &Loaded,
     caller: &Caller,
     e: Uuid,
@@ -149,7 +149,7 @@ fn recheck(
 }
 
 /// A signed command's identity: its nonce (unique per enterprise) unless it has a natural key.
-fn signed_spec(
+pub(super) fn signed_spec(
     caller: &Caller,
     e: Uuid,
     signed: &SignedRequest,

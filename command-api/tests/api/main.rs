@@ -7,5 +7,6 @@ mod consistency;
 mod errors;
 mod lifecycle;
 mod money;
+mod settlements;
 mod signatures;
 mod support;

@@ -13,7 +13,7 @@ use super::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
 use super::enterprise::{
     EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
 };
-use super::partner::{PartnerRegistered, PartnerUpdated};
+use super::partner::{PartnerCutoffAdvanced, PartnerRegistered, PartnerUpdated};
 use super::settlement::{
     ConnectionSettled, CustodySettled, FundsHeld, SettlementExecuted, SettlementFailed,
     SettlementStaged,
@@ -96,4 +96,5 @@ vocabulary! {
     CustodySettled = 19 v 1,
     SettlementExecuted = 20 v 1,
     SettlementFailed = 21 v 1,
+    PartnerCutoffAdvanced = 22 v 1,
 }

@@ -60,6 +60,15 @@ pub struct PartnerRegistered {
     pub at: Timestamp,
 }
 
+/// A v2 settlement was staged with this `cutoffAt`: the next one must be later (SPEC §7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerCutoffAdvanced {
+    pub partner_id: Uuid,
+    pub settlement_id: Uuid,
+    pub cutoff_at: Timestamp,
+    pub at: Timestamp,
+}
+
 /// Only the fields that changed are `Some`; a window set to "none" is `Some(None)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerUpdated {
@@ -80,6 +89,8 @@ pub struct PartnerRecord {
     pub client_dispute_window: Option<WindowMinutes>,
     pub top_up_window: Option<WindowMinutes>,
     pub amount_format: AmountFormat,
+    /// `cutoffAt` of the latest v2 settlement.
+    pub last_cutoff: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -151,9 +162,14 @@ impl Partner {
                 client_dispute_window: e.client_dispute_window,
                 top_up_window: e.top_up_window,
                 amount_format: e.amount_format,
+                last_cutoff: None,
                 created_at: e.at,
                 updated_at: e.at,
             }),
+            (Self::Present(mut r), DomainEvent::PartnerCutoffAdvanced(e)) => {
+                r.last_cutoff = Some(e.cutoff_at);
+                Self::Present(r)
+            }
             (Self::Present(mut r), DomainEvent::PartnerUpdated(e)) => {
                 r.active = e.active.unwrap_or(r.active);
                 r.client_dispute_window =

@@ -499,6 +499,7 @@ mod tests {
             client_dispute_window: None,
             top_up_window: None,
             amount_format: AmountFormat::BaseUnits,
+            last_cutoff: None,
             created_at: NOW,
             updated_at: NOW,
         }

@@ -19,7 +19,9 @@ use events::domain::enterprise::{
 };
 use events::domain::event::Timestamp;
 use events::domain::money::{AmountFormat, CurrencyCode};
-use events::domain::partner::{PartnerRegistered, PartnerUpdated, WindowMinutes};
+use events::domain::partner::{
+    PartnerCutoffAdvanced, PartnerRegistered, PartnerUpdated, WindowMinutes,
+};
 use events::domain::settlement::{
     ConnectionSettled, CustodySettled, FundsHeld, Instruction, SettlementApi, SettlementExecuted,
     SettlementFailed, SettlementStaged, Transfer,
@@ -247,6 +249,13 @@ fn samples() -> Vec<DomainEvent> {
         SettlementFailed {
             settlement_id: id(0xa1),
             short_currencies: vec![btc()],
+            at,
+        }
+        .into(),
+        PartnerCutoffAdvanced {
+            partner_id: id(0x21),
+            settlement_id: id(0xa1),
+            cutoff_at: at,
             at,
         }
         .into(),

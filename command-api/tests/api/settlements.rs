@@ -1,0 +1,396 @@
+//! Settlements over HTTP (SPEC §7–§8): staging holds net losses, liabilities count earlier
+//! holds, idempotency on (partner, externalId), the error matrix, and v1's immediate execution.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn now_rfc3339(offset_seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(offset_seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A world whose connection has 0.6 BTC allocated, and the partner's custody 0.1 BTC.
+async fn funded(app: &TestApp) -> World {
+    let w = world(app, "baseUnits").await;
+    app.post(
+        &w.allocation_path("allocations"),
+        &w.client.token,
+        w.allocation("BTC", json!("60000000"), "fund", "fund"),
+    )
+    .await
+    .expect(200, None);
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", w.partner.id),
+        json!({"currency": "BTC", "quantity": "10000000", "externalId": "p-1"}),
+    )
+    .await
+    .expect(200, None);
+    w
+}
+
+fn settlement(
+    w: &World,
+    external: &str,
+    amounts: Value,
+    cutoff: Option<String>,
+    nonce: &str,
+) -> Value {
+    let mut fields = json!({"externalId": external, "settlementAmounts": amounts});
+    if let Some(cutoff) = cutoff {
+        fields["cutoffAt"] = cutoff.into();
+    }
+    signed(&w.partner.key, fields, &[], nonce)
+}
+
+fn v2(w: &World) -> String {
+    format!("/v2/enterprises/{}/partners/settlements", w.partner.id)
+}
+
+fn v1(w: &World) -> String {
+    format!("/v1/enterprises/{}/partners/settlements", w.partner.id)
+}
+
+async fn network_btc(app: &TestApp, w: &World, position: &str) -> (String, String) {
+    let read = app
+        .get_after(
+            &format!("/v1/enterprises/{}/clients/balances", w.client.id),
+            &w.client.token,
+            position,
+        )
+        .await;
+    let b = &read.expect(200, None)["networkBalances"][&w.connection_id]["balances"]["BTC"];
+    (
+        b["available"].as_str().unwrap().to_owned(),
+        b["held"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn staging_holds_losses_and_counts_earlier_holds() {
+    let app = TestApp::spawn().await;
+    let w = funded(&app).await;
+    let c = w.connection_id.clone();
+    let staged = app
+        .post(
+            &v2(&w),
+            &w.partner.token,
+            settlement(
+                &w,
+                "s-1",
+                json!({&c: {"BTC": "-20000000"}}),
+                Some(now_rfc3339(0)),
+                "s-1",
+            ),
+        )
+        .await;
+    let body = staged.expect(200, None);
+    assert_eq!(
+        (
+            body["settlement"]["status"].as_str(),
+            body["settlement"]["settlingDisputes"].clone()
+        ),
+        (Some("pending"), json!([]))
+    );
+    let position = staged.header("x-event-position").unwrap();
+    assert_eq!(
+        network_btc(&app, &w, &position).await,
+        ("40000000".into(), "20000000".into()),
+        "the loss is held"
+    );
+
+    // 0.45 BTC fits the connection alone but not with the 0.2 already held: 422, nothing written.
+    let short = app
+        .post(
+            &v2(&w),
+            &w.partner.token,
+            settlement(
+                &w,
+                "s-2",
+                json!({&c: {"BTC": "-45000000"}}),
+                Some(now_rfc3339(1)),
+                "s-2",
+            ),
+        )
+        .await;
+    short.expect(422, Some("insufficient_balance"));
+    assert_eq!(
+        short.body["shortfalls"],
+        json!([{"connectionId": c, "currency": "BTC", "needed": "45000000", "available": "40000000"}])
+    );
+    let read = app
+        .get_after(
+            &format!("/v1/enterprises/{}/clients/balances", w.client.id),
+            &w.client.token,
+            &position,
+        )
+        .await;
+    assert_eq!(
+        read.expect(200, None)["networkBalances"][&c]["balances"]["BTC"]["held"],
+        "20000000",
+        "nothing of the refusal remains"
+    );
+
+    // The same settlement again (new nonce): the same answer; any other field: 409.
+    let again = app
+        .post(
+            &v2(&w),
+            &w.partner.token,
+            settlement(
+                &w,
+                "s-1",
+                json!({&c: {"BTC": "-20000000"}}),
+                staged_cutoff(body),
+                "s-1b",
+            ),
+        )
+        .await;
+    assert_eq!(
+        again.expect(200, None)["settlement"]["id"],
+        body["settlement"]["id"]
+    );
+    let changed = app
+        .post(
+            &v2(&w),
+            &w.partner.token,
+            settlement(
+                &w,
+                "s-1",
+                json!({&c: {"BTC": "-20000001"}}),
+                staged_cutoff(body),
+                "s-1c",
+            ),
+        )
+        .await;
+    changed.expect(409, Some("idempotency_conflict"));
+    app.shutdown().await;
+}
+
+/// The `cutoffAt` a staged settlement answered with, to resend the identical body.
+fn staged_cutoff(body: &Value) -> Option<String> {
+    body["settlement"]["cutoffAt"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn twenty_identical_concurrent_requests_stage_one_settlement() {
+    let app = TestApp::spawn().await;
+    let w = funded(&app).await;
+    let body = settlement(
+        &w,
+        "s-c",
+        json!({&w.connection_id: {"BTC": "-1000"}}),
+        Some(now_rfc3339(0)),
+        "s-c",
+    );
+    let path = v2(&w);
+    let sends = (0..20).map(|_| app.post(&path, &w.partner.token, body.clone()));
+    let answers = futures::future::join_all(sends).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|a| {
+            a.expect(200, None)["settlement"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every answer names the one settlement");
+    let position = answers[0].header("x-event-position").unwrap();
+    assert_eq!(
+        network_btc(&app, &w, &position).await.1,
+        "1000",
+        "held once"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status() {
+    let app = TestApp::spawn().await;
+    let w = funded(&app).await;
+    let other = tenant(&app, "Other Venue", 5).await;
+    let c = w.connection_id.clone();
+    let token = &w.partner.token;
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({&c: {"BTC": -5}}), 400, "invalid_settlement"),
+        (json!({&c: {"BTC": "0"}}), 400, "amount_zero"),
+        (json!({&c: {"BTC": "1.5"}}), 400, "amount_not_a_number"),
+        (json!({&c: {"DOGE": "1"}}), 400, "unknown_currency"),
+        (
+            json!({"00000000-0000-0000-0000-000000000001": {"BTC": "1"}}),
+            400,
+            "invalid_settlement",
+        ),
+        (
+            json!({"not-a-uuid": {"BTC": "1"}}),
+            400,
+            "invalid_settlement",
+        ),
+        (json!({&c: {&c: {"BTC": "1"}}}), 400, "invalid_settlement"),
+    ];
+    for (n, (amounts, status, code)) in cases.into_iter().enumerate() {
+        let body = settlement(
+            &w,
+            &format!("e-{n}"),
+            amounts,
+            Some(now_rfc3339(0)),
+            &format!("e-{n}"),
+        );
+        app.post(&v2(&w), token, body)
+            .await
+            .expect(status, Some(code));
+    }
+    let far = settlement(
+        &w,
+        "e-far",
+        json!({&c: {"BTC": "1"}}),
+        Some(now_rfc3339(600)),
+        "e-far",
+    );
+    app.post(&v2(&w), token, far)
+        .await
+        .expect(400, Some("invalid_settlement"));
+    let missing = signed(&w.partner.key, json!({"settlementAmounts": {}}), &[], "e-m");
+    app.post(&v2(&w), token, missing)
+        .await
+        .expect(400, Some("invalid_request"));
+    app.post(
+        &v1(&w),
+        token,
+        settlement(&w, "e-empty", json!({}), None, "e-empty"),
+    )
+    .await
+    .expect(400, Some("invalid_settlement"));
+    let mut bad_sig = settlement(
+        &w,
+        "e-sig",
+        json!({&c: {"BTC": "1"}}),
+        Some(now_rfc3339(0)),
+        "e-sig",
+    );
+    bad_sig["signature"] = "zz".into();
+    app.post(&v2(&w), token, bad_sig)
+        .await
+        .expect(400, Some("invalid_signature_format"));
+    let wrong_key = signed(
+        &w.client.key,
+        json!({"externalId": "e-k", "settlementAmounts": {}, "cutoffAt": now_rfc3339(0)}),
+        &[],
+        "e-k",
+    );
+    app.post(&v2(&w), token, wrong_key)
+        .await
+        .expect(401, Some("invalid_signature"));
+    app.post(
+        &v2(&w),
+        &other.token,
+        settlement(&w, "e-n", json!({}), Some(now_rfc3339(0)), "e-n"),
+    )
+    .await
+    .expect(401, Some("not_a_member"));
+
+    // A partner with disputes enabled performs no v1 settlements.
+    app.admin(
+        Method::PATCH,
+        &format!("/partners/{}", w.partner_id),
+        json!({"clientDisputeWindowMinutes": 5}),
+    )
+    .await
+    .expect(200, None);
+    app.post(
+        &v1(&w),
+        token,
+        settlement(&w, "e-v1", json!({&c: {"BTC": "1"}}), None, "e-v1"),
+    )
+    .await
+    .expect(403, Some("disputes_enabled"));
+    app.admin(
+        Method::PATCH,
+        &format!("/partners/{}", w.partner_id),
+        json!({"active": false}),
+    )
+    .await
+    .expect(200, None);
+    app.post(
+        &v2(&w),
+        token,
+        settlement(&w, "e-i", json!({}), Some(now_rfc3339(0)), "e-i"),
+    )
+    .await
+    .expect(403, Some("partner_inactive"));
+    app.admin(
+        Method::PATCH,
+        &format!("/enterprises/{}", w.partner.id),
+        json!({"oesLicense": false}),
+    )
+    .await
+    .expect(200, None);
+    app.post(
+        &v2(&w),
+        token,
+        settlement(&w, "e-l", json!({}), Some(now_rfc3339(0)), "e-l"),
+    )
+    .await
+    .expect(403, Some("no_oes_license"));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn v1_executes_at_once_fails_when_the_partner_is_short_and_retries() {
+    let app = TestApp::spawn().await;
+    let w = funded(&app).await;
+    let c = w.connection_id.clone();
+    let token = &w.partner.token;
+    // A loss: the connection pays the partner at once.
+    let done = app
+        .post(
+            &v1(&w),
+            token,
+            settlement(&w, "v1-a", json!({&c: {"BTC": "-5000000"}}), None, "v1-a"),
+        )
+        .await;
+    let s = done.expect(200, None)["settlement"].clone();
+    assert_eq!(s["status"], "completed");
+    assert!(s["finalizedAt"].is_string());
+    // A gain beyond the partner's custody (0.1 + 0.05 BTC): failed, naming the currency.
+    let body = settlement(&w, "v1-b", json!({&c: {"BTC": "20000000"}}), None, "v1-b");
+    let failed = app.post(&v1(&w), token, body.clone()).await;
+    let f = failed.expect(200, None)["settlement"].clone();
+    assert_eq!(f["status"], "failed");
+    assert!(f["reason"].as_str().unwrap().contains("BTC"));
+    // The partner tops up; the identical body retries the execution.
+    app.admin(
+        Method::POST,
+        &format!("/enterprises/{}/deposits", w.partner.id),
+        json!({"currency": "BTC", "quantity": "5000000", "externalId": "p-2"}),
+    )
+    .await
+    .expect(200, None);
+    let retried = app.post(&v1(&w), token, body).await;
+    let r = retried.expect(200, None)["settlement"].clone();
+    assert_eq!(
+        (r["id"].clone(), r["status"].as_str()),
+        (f["id"].clone(), Some("completed"))
+    );
+    let position = retried.header("x-event-position").unwrap();
+    assert_eq!(
+        network_btc(&app, &w, &position).await,
+        ("75000000".into(), "0".into()),
+        "60 − 5 + 20, nothing held"
+    );
+    let partner = app
+        .get_after(
+            &format!("/v1/enterprises/{}/partners/balances", w.partner.id),
+            token,
+            &position,
+        )
+        .await;
+    assert_eq!(
+        partner.expect(200, None)["balances"]["BTC"]["available"],
+        "0",
+        "10 + 5 + 5 − 20: conserved"
+    );
+    app.shutdown().await;
+}
