@@ -1,12 +1,14 @@
-//! The tenancy and custody projection: enterprises, keys, users, partners, clients, connections,
-//! allocations, deposits and balances, from their events. Balances change by deltas, so each
+//! The tenancy, custody and settlement projection: enterprises, keys, users, partners, clients,
+//! connections, allocations, deposits, balances, settlements and their transfers, from events. Balances change by deltas, so each
 //! event's effect is applied exactly once by the consumer's checkpoint, never recomputed.
 
 use events::bus::consumer::Projection;
 use events::codec::{decode_event, SequencedEvent};
 use events::domain::client::wallet_id_of;
 use events::domain::connection::{AllocationKind, AllocationRecord, ReleaseReason};
+use events::domain::event::Timestamp;
 use events::domain::money::CurrencyCode;
+use events::domain::settlement::{SettlementApi, SettlementStaged};
 use events::domain::DomainEvent;
 use events::store::to_datetime;
 use sqlx::PgConnection;
@@ -200,10 +202,41 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
             custody_delta(tx, e.enterprise_id, &e.currency, e.delta).await?
         }
         // Settlements' own read models come with the settlement routes.
-        DomainEvent::SettlementStaged(_)
-        | DomainEvent::SettlementExecuted(_)
-        | DomainEvent::SettlementFailed(_)
-        | DomainEvent::PartnerCutoffAdvanced(_) => {}
+        DomainEvent::SettlementStaged(e) => settlement_staged(tx, e).await?,
+        DomainEvent::SettlementExecuted(e) => {
+            settlement_status(
+                tx,
+                e.settlement_id,
+                "completed",
+                "completed",
+                None,
+                Some(e.at),
+                e.at,
+            )
+            .await?
+        }
+        DomainEvent::SettlementFailed(e) => {
+            let names: Vec<&str> = e
+                .short_currencies
+                .iter()
+                .map(CurrencyCode::as_str)
+                .collect();
+            let reason = format!(
+                "the partner's custody cannot cover its net outflow in {}",
+                names.join(", ")
+            );
+            settlement_status(
+                tx,
+                e.settlement_id,
+                "failed",
+                "failed",
+                Some(reason),
+                None,
+                e.at,
+            )
+            .await?;
+        }
+        DomainEvent::PartnerCutoffAdvanced(_) => {}
     }
     Ok(())
 }
@@ -302,5 +335,110 @@ async fn balance_delta(
     .bind(held.to_string())
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx::Result<()> {
+    let at = to_datetime(e.at);
+    let dispute_ends = to_datetime(Timestamp(e.at.0.saturating_add(e.dispute_window_micros)));
+    let top_up_ends = to_datetime(Timestamp(
+        e.at.0
+            .saturating_add(e.dispute_window_micros)
+            .saturating_add(e.top_up_window_micros),
+    ));
+    let api = match e.api {
+        SettlementApi::V1 => "v1",
+        SettlementApi::V2 => "v2",
+    };
+    sqlx::query(
+        "INSERT INTO rm_settlements (id, partner_id, partner_enterprise_id, external_id, api, status, notes, cutoff_at, initiated_by,
+                                     dispute_window_ends_at, top_up_window_ends_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $11) ON CONFLICT DO NOTHING",
+    )
+    .bind(e.settlement_id)
+    .bind(e.partner_id)
+    .bind(e.partner_enterprise_id)
+    .bind(&e.external_id)
+    .bind(api)
+    .bind(&e.notes)
+    .bind(e.cutoff_at.map(to_datetime))
+    .bind(e.initiated_by)
+    .bind(dispute_ends)
+    .bind(top_up_ends)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
+    let n = e.transfers.len();
+    let (mut ids, mut sources, mut destinations, mut currencies, mut quantities, mut ordinals) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (ordinal, t) in e.transfers.iter().enumerate() {
+        ids.push(t.transfer_id);
+        sources.push(t.instruction.source);
+        destinations.push(t.instruction.destination);
+        currencies.push(t.instruction.currency.as_str());
+        quantities.push(t.instruction.quantity.to_string());
+        ordinals.push(ordinal as i32);
+    }
+    // One insert for all transfers; accounts come from the connections' read model.
+    sqlx::query(
+        "INSERT INTO rm_settlement_transfers
+         SELECT u.id, $1, $2, coalesce(src.client_wallet, $3), u.source, src.network_account_id, src.client_enterprise_id,
+                d.id, dc.wallet_id, d.network_account_id, d.client_enterprise_id, u.currency, u.quantity::numeric,
+                'pending', $4, $4, u.ordinal
+         FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::int[])
+              AS u(id, source, destination, currency, quantity, ordinal)
+         JOIN rm_connections d ON d.id = u.destination
+         JOIN rm_clients dc ON dc.enterprise_id = d.client_enterprise_id
+         LEFT JOIN LATERAL (
+             SELECT s.network_account_id, s.client_enterprise_id, sc.wallet_id AS client_wallet
+             FROM rm_connections s JOIN rm_clients sc ON sc.enterprise_id = s.client_enterprise_id
+             WHERE s.id = u.source
+         ) src ON true
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(e.settlement_id)
+    .bind(e.partner_enterprise_id)
+    .bind(wallet_id_of(e.partner_enterprise_id))
+    .bind(at)
+    .bind(&ids)
+    .bind(&sources as &[Option<Uuid>])
+    .bind(&destinations)
+    .bind(&currencies)
+    .bind(&quantities)
+    .bind(&ordinals)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn settlement_status(
+    tx: &mut PgConnection,
+    settlement_id: Uuid,
+    status: &str,
+    transfer_status: &str,
+    reason: Option<String>,
+    finalized_at: Option<Timestamp>,
+    at: Timestamp,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE rm_settlements SET status = $2, reason = $3, finalized_at = $4, updated_at = $5 WHERE id = $1")
+        .bind(settlement_id)
+        .bind(status)
+        .bind(reason)
+        .bind(finalized_at.map(to_datetime))
+        .bind(to_datetime(at))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE rm_settlement_transfers SET status = $2, updated_at = $3 WHERE settlement_id = $1 AND status <> 'disputed'")
+        .bind(settlement_id)
+        .bind(transfer_status)
+        .bind(to_datetime(at))
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }

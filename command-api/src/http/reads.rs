@@ -198,3 +198,222 @@ pub async fn balances(pool: &PgPool, side: Side, wallet_id: Uuid) -> Result<Valu
     }
     Ok(json!({"balances": balances, "networkBalances": network}))
 }
+
+/// SQL of a settlement object (`s` is `rm_settlements`); `reason`, `finalizedAt` and `cutoffAt`
+/// appear only when they apply, as in command replies.
+fn settlement_json() -> String {
+    format!(
+        "(jsonb_build_object(
+            'id', s.id, 'partnerId', s.partner_id, 'externalId', s.external_id, 'status', s.status,
+            'settlementType', 'offchain', 'reconciled', false, 'initiatedBy', s.initiated_by, 'notes', s.notes,
+            'createdAt', to_char(s.created_at AT TIME ZONE 'UTC', {TIME}),
+            'updatedAt', to_char(s.updated_at AT TIME ZONE 'UTC', {TIME}),
+            'disputed', s.disputed, 'lossSLAAlertSent', false, 'gainSLAAlertSent', false,
+            'phase', CASE WHEN s.status = 'completed' THEN 'done'
+                          WHEN s.status = 'failed' OR s.api = 'v1' THEN 'executing'
+                          WHEN now() < s.dispute_window_ends_at THEN 'awaitingDisputes'
+                          WHEN now() < s.top_up_window_ends_at THEN 'toppingUp'
+                          ELSE 'executing' END,
+            'disputeWindowEndsAt', to_char(s.dispute_window_ends_at AT TIME ZONE 'UTC', {TIME}),
+            'topUpWindowEndsAt', to_char(s.top_up_window_ends_at AT TIME ZONE 'UTC', {TIME}))
+          || CASE WHEN s.cutoff_at IS NULL THEN '{{}}'::jsonb
+                  ELSE jsonb_build_object('cutoffAt', to_char(s.cutoff_at AT TIME ZONE 'UTC', {TIME})) END
+          || CASE WHEN s.reason IS NULL THEN '{{}}'::jsonb ELSE jsonb_build_object('reason', s.reason) END
+          || CASE WHEN s.finalized_at IS NULL THEN '{{}}'::jsonb
+                  ELSE jsonb_build_object('finalizedAt', to_char(s.finalized_at AT TIME ZONE 'UTC', {TIME})) END)"
+    )
+}
+
+/// SQL of a transfer object (`t` is `rm_settlement_transfers`).
+fn transfer_json() -> String {
+    format!(
+        "json_build_object(
+            'id', t.id, 'settlementId', t.settlement_id, 'currency', t.currency, 'quantity', t.quantity::text,
+            'status', t.status, 'sourceTradingAccountId', t.source_trading_account_id,
+            'sourceNetworkAccountId', t.source_network_account_id,
+            'destinationTradingAccountId', t.destination_trading_account_id,
+            'destinationNetworkAccountId', t.destination_network_account_id,
+            'txIds', CASE WHEN t.status = 'completed' THEN json_build_array(t.id) ELSE '[]'::json END,
+            'createdAt', to_char(t.created_at AT TIME ZONE 'UTC', {TIME}),
+            'updatedAt', to_char(t.updated_at AT TIME ZONE 'UTC', {TIME}))"
+    )
+}
+
+/// The filters of a settlement list (SPEC §6.1), from comma-separated query values.
+#[derive(Debug, Default)]
+pub struct SettlementFilter {
+    pub settlement_ids: Option<Vec<Uuid>>,
+    pub external_ids: Option<Vec<String>>,
+    pub statuses: Option<Vec<String>>,
+    pub party_connection_ids: Option<Vec<Uuid>>,
+    pub only_show_disputed: bool,
+    pub created_on_or_after: Option<chrono::DateTime<chrono::Utc>>,
+    pub created_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_on_or_after: Option<chrono::DateTime<chrono::Utc>>,
+    pub updated_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn list_of(query: &std::collections::HashMap<String, String>, key: &str) -> Option<Vec<String>> {
+    query.get(key).map(|v| {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn uuids(
+    query: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<Vec<Uuid>>, ApiError> {
+    list_of(query, key)
+        .map(|ids| {
+            ids.iter()
+                .map(|id| Uuid::try_parse(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_filter",
+                format!("{key} must be comma-separated ids"),
+            )
+        })
+}
+
+fn instant(
+    query: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    query
+        .get(key)
+        .map(|v| chrono::DateTime::parse_from_rfc3339(v).map(|t| t.to_utc()))
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_filter",
+                format!("{key} must be an RFC 3339 timestamp"),
+            )
+        })
+}
+
+impl SettlementFilter {
+    pub fn parse(query: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
+        let only_show_disputed = match query.get("onlyShowDisputed").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_filter",
+                    "onlyShowDisputed must be true or false",
+                ))
+            }
+        };
+        Ok(Self {
+            settlement_ids: uuids(query, "settlementIds")?,
+            external_ids: list_of(query, "externalIds"),
+            statuses: list_of(query, "statuses"),
+            party_connection_ids: uuids(query, "partyConnectionIds")?,
+            only_show_disputed,
+            created_on_or_after: instant(query, "createdOnOrAfter")?,
+            created_before: instant(query, "createdBefore")?,
+            updated_on_or_after: instant(query, "updatedOnOrAfter")?,
+            updated_before: instant(query, "updatedBefore")?,
+        })
+    }
+}
+
+/// Settlements of one partner (`Side::Partner`) or touching one client's connections
+/// (`Side::Client`, with `transferDirection` from the client's point of view).
+pub async fn settlements(
+    pool: &PgPool,
+    side: Side,
+    filter: &SettlementFilter,
+    page: Page,
+) -> Result<Vec<Value>, ApiError> {
+    let (scope, direction) = match side {
+        Side::Partner(_) => ("s.partner_enterprise_id = $1", "'{}'::jsonb".to_owned()),
+        Side::Client(_) => (
+            "EXISTS (SELECT 1 FROM rm_settlement_transfers t WHERE t.settlement_id = s.id
+                     AND (t.destination_client_enterprise_id = $1 OR t.source_client_enterprise_id = $1))",
+            "(SELECT jsonb_build_object('transferDirection',
+                 CASE WHEN bool_and(sends) THEN 'send' WHEN NOT bool_or(sends) THEN 'receive' ELSE 'send-and-receive' END)
+              FROM (SELECT (t.destination_client_enterprise_id = $1) = (t.quantity < 0) AS sends
+                    FROM rm_settlement_transfers t WHERE t.settlement_id = s.id
+                      AND (t.destination_client_enterprise_id = $1 OR t.source_client_enterprise_id = $1)) d)"
+                .to_owned(),
+        ),
+    };
+    let sql = format!(
+        "SELECT ({} || {direction})::text FROM rm_settlements s
+         WHERE {scope}
+           AND ($2::uuid[] IS NULL OR s.id = ANY($2))
+           AND ($3::text[] IS NULL OR s.external_id = ANY($3))
+           AND ($4::text[] IS NULL OR s.status = ANY($4))
+           AND ($5::uuid[] IS NULL OR EXISTS (SELECT 1 FROM rm_settlement_transfers p WHERE p.settlement_id = s.id
+                AND (p.destination_connection_id = ANY($5) OR p.source_connection_id = ANY($5))))
+           AND (NOT $6 OR s.disputed)
+           AND ($7::timestamptz IS NULL OR s.created_at >= $7) AND ($8::timestamptz IS NULL OR s.created_at < $8)
+           AND ($9::timestamptz IS NULL OR s.updated_at >= $9) AND ($10::timestamptz IS NULL OR s.updated_at < $10)
+         ORDER BY s.created_at, s.id LIMIT $11 OFFSET $12",
+        settlement_json()
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(side.column().1)
+        .bind(&filter.settlement_ids)
+        .bind(&filter.external_ids)
+        .bind(&filter.statuses)
+        .bind(&filter.party_connection_ids)
+        .bind(filter.only_show_disputed)
+        .bind(filter.created_on_or_after)
+        .bind(filter.created_before)
+        .bind(filter.updated_on_or_after)
+        .bind(filter.updated_before)
+        .bind(i64::from(page.size))
+        .bind(page.offset as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(ApiError::internal)?;
+    rows.into_iter()
+        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
+        .collect()
+}
+
+/// Transfers of one settlement (partner: all; client: only its own), or — without a settlement —
+/// every transfer touching a client; filtered by currencies and destination network accounts.
+pub async fn transfers(
+    pool: &PgPool,
+    side: Side,
+    settlement_id: Option<Uuid>,
+    currencies: Option<Vec<String>>,
+    destinations: Option<Vec<Uuid>>,
+    page: Page,
+) -> Result<Vec<Value>, ApiError> {
+    let scope = match side {
+        Side::Partner(_) => "t.partner_enterprise_id = $1",
+        Side::Client(_) => {
+            "(t.destination_client_enterprise_id = $1 OR t.source_client_enterprise_id = $1)"
+        }
+    };
+    let sql = format!(
+        "SELECT {}::text FROM rm_settlement_transfers t
+         WHERE {scope} AND ($2::uuid IS NULL OR t.settlement_id = $2)
+           AND ($3::text[] IS NULL OR t.currency = ANY($3))
+           AND ($4::uuid[] IS NULL OR t.destination_network_account_id = ANY($4))
+         ORDER BY t.created_at, t.settlement_id, t.ordinal LIMIT $5 OFFSET $6",
+        transfer_json()
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(side.column().1)
+        .bind(settlement_id)
+        .bind(currencies)
+        .bind(destinations)
+        .bind(i64::from(page.size))
+        .bind(page.offset as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(ApiError::internal)?;
+    rows.into_iter()
+        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
+        .collect()
+}

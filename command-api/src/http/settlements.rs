@@ -4,9 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use events::domain::connection::Connection;
 use events::domain::custody::Custody;
@@ -29,9 +32,11 @@ use super::auth::{
 };
 use super::body::{parse, RawBody};
 use super::command::{run, Decided, Reply};
+use super::consistency::wait_for_min_position;
 use super::context::RequestId;
 use super::error::ApiError;
 use super::network::{recheck, signed_spec, signing_error, verify};
+use super::reads::{self, PageQuery, Side};
 use super::views::time;
 use crate::state::{sha256, AppState};
 
@@ -39,12 +44,34 @@ pub fn routes() -> Router<AppState> {
     let partner = "/enterprises/{e}/partners";
     Router::new()
         .route(&format!("/v2{partner}/settlements"), post(stage_v2))
-        .route(&format!("/v1{partner}/settlements"), post(perform_v1))
+        .route(
+            &format!("/v1{partner}/settlements"),
+            post(perform_v1).get(list::<true>),
+        )
+        .route(
+            &format!("/v1{partner}/settlements/{{id}}"),
+            get(one::<true>),
+        )
+        .route(
+            "/v1/enterprises/{e}/clients/settlements",
+            get(list::<false>),
+        )
+        .route(
+            "/v1/enterprises/{e}/clients/settlements/{id}",
+            get(one::<false>),
+        )
+        .route(
+            "/v1/enterprises/{e}/clients/settlementTransfers",
+            get(client_transfers),
+        )
         .route(
             &format!("/v1{partner}/settlements-signing"),
             post(signing).get(signing),
         )
 }
+
+/// The checkpoint the read models keep (see the projector).
+const READ_MODELS: &str = "projector-read-models";
 
 pub fn settlement_stream(settlement_id: Uuid) -> StreamName {
     stream("settlement", settlement_id)
@@ -617,4 +644,126 @@ async fn signing(
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
     ))
+}
+
+/// The side and role of a read: `PARTNER` for partner routes, else client routes.
+fn side<const PARTNER: bool>(e: Uuid) -> (Side, Role) {
+    if PARTNER {
+        (Side::Partner(e), Role::Partner)
+    } else {
+        (Side::Client(e), Role::Client)
+    }
+}
+
+async fn read_access(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    e: Uuid,
+    role: Role,
+) -> Result<(), ApiError> {
+    auth::authorize(state, caller, e, role).await?;
+    wait_for_min_position(headers, &state.pool, READ_MODELS, state.read_wait_max).await
+}
+
+async fn list<const PARTNER: bool>(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
+    let page = page_of(&query)?;
+    let filter = reads::SettlementFilter::parse(&query)?;
+    Ok(Json(reads::list(
+        "settlements",
+        reads::settlements(&s.pool, side, &filter, page).await?,
+        page,
+    )))
+}
+
+fn page_of(query: &HashMap<String, String>) -> Result<reads::Page, ApiError> {
+    let fields: serde_json::Map<String, Value> = ["pageSize", "pageNumber", "cursor"]
+        .iter()
+        .filter_map(|k| {
+            let number = |v: &String| {
+                v.parse::<u64>()
+                    .map_or_else(|_| Value::from(v.clone()), Value::from)
+            };
+            query.get(*k).map(|v| {
+                (
+                    (*k).to_owned(),
+                    if *k == "cursor" {
+                        Value::from(v.clone())
+                    } else {
+                        number(v)
+                    },
+                )
+            })
+        })
+        .collect();
+    let q: PageQuery = serde_json::from_value(Value::Object(fields)).map_err(|_| {
+        ApiError::bad_request("invalid_page", "pageSize and pageNumber are numbers")
+    })?;
+    q.page()
+}
+
+async fn one<const PARTNER: bool>(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((e, id)): Path<(Uuid, Uuid)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
+    let filter = reads::SettlementFilter {
+        settlement_ids: Some(vec![id]),
+        ..Default::default()
+    };
+    let settlement = reads::settlements(&s.pool, side, &filter, reads::Page { size: 1, offset: 0 })
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    let currencies = query
+        .get("currencies")
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let destinations = query
+        .get("destinationNetworkAccountIds")
+        .map(|v| {
+            v.split(',')
+                .map(Uuid::try_parse)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_filter",
+                "destinationNetworkAccountIds must be comma-separated ids",
+            )
+        })?;
+    let all = reads::Page {
+        size: u32::MAX,
+        offset: 0,
+    };
+    let transfers =
+        reads::transfers(&s.pool, side, Some(id), currencies, destinations, all).await?;
+    Ok(Json(
+        json!({"settlement": settlement, "settlementTransfers": transfers, "settlingDisputes": [], "settlementDisputes": []}),
+    ))
+}
+
+async fn client_transfers(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let page = page_of(&query)?;
+    let transfers = reads::transfers(&s.pool, Side::Client(e), None, None, None, page).await?;
+    Ok(Json(reads::list("settlementTransfers", transfers, page)))
 }

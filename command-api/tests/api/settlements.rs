@@ -394,3 +394,122 @@ async fn v1_executes_at_once_fails_when_the_partner_is_short_and_retries() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn both_sides_read_settlements_and_transfers() {
+    let app = TestApp::spawn().await;
+    let w = funded(&app).await;
+    let c = w.connection_id.clone();
+    let staged = app
+        .post(
+            &v2(&w),
+            &w.partner.token,
+            settlement(
+                &w,
+                "r-1",
+                json!({&c: {"BTC": "-1000"}}),
+                Some(now_rfc3339(0)),
+                "r-1",
+            ),
+        )
+        .await;
+    let id = staged.expect(200, None)["settlement"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = app
+        .post(
+            &v1(&w),
+            &w.partner.token,
+            settlement(&w, "r-2", json!({&c: {"BTC": "500"}}), None, "r-2"),
+        )
+        .await;
+    let position = done.header("x-event-position").unwrap();
+    done.expect(200, None);
+
+    let partner_list = format!("/v1/enterprises/{}/partners/settlements", w.partner.id);
+    let all = app
+        .get_after(&partner_list, &w.partner.token, &position)
+        .await;
+    assert_eq!(
+        all.expect(200, None)["settlements"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let pending = app
+        .get_after(
+            &format!("{partner_list}?statuses=pending&externalIds=r-1"),
+            &w.partner.token,
+            &position,
+        )
+        .await;
+    let pending = pending.expect(200, None)["settlements"].clone();
+    assert_eq!(
+        (pending[0]["id"].as_str(), pending.as_array().map(Vec::len)),
+        (Some(id.as_str()), Some(1))
+    );
+    assert_eq!(
+        staged.body["settlement"]["cutoffAt"], pending[0]["cutoffAt"],
+        "read model and reply agree"
+    );
+
+    let one = app
+        .get_after(&format!("{partner_list}/{id}"), &w.partner.token, &position)
+        .await;
+    let one = one.expect(200, None);
+    assert_eq!(one["settlementTransfers"][0]["quantity"], "-1000");
+    assert_eq!(one["settlementTransfers"][0]["status"], "pending");
+    assert_eq!(one["settlingDisputes"], json!([]));
+
+    let client_list = app
+        .get_after(
+            &format!("/v1/enterprises/{}/clients/settlements", w.client.id),
+            &w.client.token,
+            &position,
+        )
+        .await;
+    let directions: Vec<(String, String)> = client_list.expect(200, None)["settlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["externalId"].as_str().unwrap().to_owned(),
+                s["transferDirection"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        directions,
+        vec![
+            ("r-1".into(), "send".into()),
+            ("r-2".into(), "receive".into())
+        ]
+    );
+    let transfers = app
+        .get_after(
+            &format!(
+                "/v1/enterprises/{}/clients/settlementTransfers",
+                w.client.id
+            ),
+            &w.client.token,
+            &position,
+        )
+        .await;
+    let transfers = transfers.expect(200, None)["settlementTransfers"].clone();
+    assert_eq!(transfers[1]["status"], "completed");
+    assert_eq!(transfers[1]["txIds"].as_array().map(Vec::len), Some(1));
+    // Another partner sees none of it.
+    let other = tenant(&app, "Stranger", 6).await;
+    app.admin(Method::POST, &format!("/enterprises/{}/partner", other.id), json!({"name": "S", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null}))
+        .await
+        .expect(200, None);
+    app.get(
+        &format!("/v1/enterprises/{}/partners/settlements/{id}", other.id),
+        &other.token,
+    )
+    .await
+    .expect(404, Some("not_found"));
+    app.shutdown().await;
+}
