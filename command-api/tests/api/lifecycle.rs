@@ -23,12 +23,13 @@ async fn starts_serves_health_and_stops_gracefully() {
     })
     .await;
     assert!(leads, "the process takes the sequencer lead");
-    let (status, metrics) = http_get(&api.addr, "/metrics").await.unwrap();
-    assert_eq!(status, 200, "{metrics}");
-    assert!(
-        metrics.contains("settle_sequencer_leader 1"),
-        "leadership is visible in /metrics: {metrics}"
-    );
+    // The gauge is set a moment after the leader row: wait for it rather than race it.
+    let visible = eventually(Duration::from_secs(10), || {
+        let addr = api.addr.clone();
+        async move { matches!(http_get(&addr, "/metrics").await, Ok((200, body)) if body.contains("settle_sequencer_leader 1")) }
+    })
+    .await;
+    assert!(visible, "leadership is visible in /metrics");
 
     let status = api.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");
