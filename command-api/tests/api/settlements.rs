@@ -513,3 +513,107 @@ async fn both_sides_read_settlements_and_transfers() {
     .expect(404, Some("not_found"));
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_connection_settlement_stages() {
+    use events::codec::{encode_event, Actor, Metadata};
+    use events::domain::connection::{network_account_id_of, ConnectionCreated};
+    use events::domain::event::Timestamp;
+    use events::domain::money::AmountFormat;
+    use events::domain::{CommandId, StreamName};
+    use events::store::{AppendRequest, EventStore, NewEvent};
+    use uuid::Uuid;
+
+    const CONNECTIONS: usize = 10_000;
+    let app = TestApp::spawn().await;
+    let w = world(&app, "baseUnits").await;
+    let client_enterprise = Uuid::parse_str(&w.client.id).unwrap();
+    let partner_id = Uuid::parse_str(&w.partner_id).unwrap();
+    let partner_enterprise = Uuid::parse_str(&w.partner.id).unwrap();
+    let ids: Vec<Uuid> = (0..CONNECTIONS).map(|_| Uuid::new_v4()).collect();
+    let command = CommandId::derive("bulk-connections", &[partner_id.as_bytes()]);
+    let streams: Vec<StreamName> = ids
+        .iter()
+        .map(|id| StreamName::for_uuid("connection", *id).unwrap())
+        .collect();
+    let request = AppendRequest {
+        command_id: command,
+        request_hash: [0; 32],
+        expected: streams.iter().map(|s| (s.clone(), 0)).collect(),
+        events: ids
+            .iter()
+            .zip(&streams)
+            .map(|(id, stream)| NewEvent {
+                stream: stream.clone(),
+                event: encode_event(
+                    &ConnectionCreated {
+                        connection_id: *id,
+                        name: "bulk".into(),
+                        client_id: events::domain::client::client_id_of(client_enterprise),
+                        client_enterprise_id: client_enterprise,
+                        partner_id,
+                        partner_enterprise_id: partner_enterprise,
+                        network_account_id: network_account_id_of(*id),
+                        amount_format: AmountFormat::BaseUnits,
+                        connection_key: "k".into(),
+                        nonce: "n".into(),
+                        proof: "p".into(),
+                        at: Timestamp(0),
+                    }
+                    .into(),
+                ),
+            })
+            .collect(),
+        metadata: Metadata {
+            command_id: command,
+            causation_id: None,
+            correlation_id: command.as_uuid(),
+            actor: Actor::Admin,
+            request_id: None,
+            key_id: None,
+        },
+        outcome: vec![],
+        nonce: None,
+        recorded_at: Timestamp(0),
+    };
+    EventStore::new(app.db.pool.clone())
+        .append(&request)
+        .await
+        .expect("bulk connections");
+
+    let amounts: serde_json::Map<String, Value> = ids
+        .iter()
+        .map(|id| (id.to_string(), json!({"BTC": "1"})))
+        .collect();
+    let body = settlement(
+        &w,
+        "big",
+        Value::Object(amounts),
+        Some(now_rfc3339(0)),
+        "big",
+    );
+    let started = std::time::Instant::now();
+    let staged = app.post(&v2(&w), &w.partner.token, body).await;
+    let elapsed = started.elapsed();
+    let id = staged.expect(200, None)["settlement"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    println!("a {CONNECTIONS}-line settlement staged in {elapsed:?} (debug build, test machine)");
+    let position = staged.header("x-event-position").unwrap();
+    let read = app
+        .get_after(
+            &format!("/v1/enterprises/{}/partners/settlements/{id}", w.partner.id),
+            &w.partner.token,
+            &position,
+        )
+        .await;
+    assert_eq!(
+        read.expect(200, None)["settlementTransfers"]
+            .as_array()
+            .map(Vec::len),
+        Some(CONNECTIONS),
+        "one transfer per line"
+    );
+    app.shutdown().await;
+}

@@ -236,3 +236,128 @@ mod custody_model {
         }
     }
 }
+
+mod settlement_model {
+    use std::collections::BTreeMap;
+
+    use events::domain::connection::{
+        AllocationCleared, AllocationKind, AllocationRecord, Connection, ConnectionCreated,
+    };
+    use events::domain::custody::{Custody, DepositCredited};
+    use events::domain::event::Timestamp;
+    use events::domain::money::{AmountFormat, CurrencyCode};
+    use events::domain::partner::PartnerRecord;
+    use events::domain::settlement::{
+        Instruction, Settlement, SettlementApi, SettlementStaged, StageContext, Status, Transfer,
+    };
+    use events::domain::DomainEvent;
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    const PARTNER: Uuid = Uuid::from_u128(0xa);
+    const PARTNER_E: Uuid = Uuid::from_u128(0xb);
+    const NOW: Timestamp = Timestamp(1_000);
+
+    fn btc() -> CurrencyCode {
+        CurrencyCode::parse("BTC").unwrap()
+    }
+
+    fn connection(n: u128, allocated: i128) -> Connection {
+        let id = Uuid::from_u128(n);
+        let created = ConnectionCreated {
+            connection_id: id,
+            name: "c".into(),
+            client_id: Uuid::from_u128(90),
+            client_enterprise_id: Uuid::from_u128(91),
+            partner_id: PARTNER,
+            partner_enterprise_id: PARTNER_E,
+            network_account_id: Uuid::from_u128(n + 50),
+            amount_format: AmountFormat::BaseUnits,
+            connection_key: "k".into(),
+            nonce: "n".into(),
+            proof: "p".into(),
+            at: NOW,
+        };
+        let allocation = AllocationRecord {
+            allocation_id: Uuid::from_u128(n + 100),
+            kind: AllocationKind::Allocation,
+            connection_id: id,
+            currency: btc(),
+            quantity: allocated,
+            client_external_id: format!("a{n}"),
+            initiated_by: Uuid::from_u128(7),
+            notes: None,
+            released: None,
+            at: NOW,
+        };
+        [
+            DomainEvent::from(created),
+            AllocationCleared { allocation }.into(),
+        ]
+        .iter()
+        .fold(Connection::Absent, Connection::evolve)
+    }
+
+    proptest! {
+        /// For random instruction sets: the staged transfers mirror the instructions, holds equal
+        /// the net losses, and execution conserves BTC across connections and the partner.
+        #[test]
+        fn staging_and_execution_follow_the_instructions(
+            lines in proptest::collection::vec((1u128..6, -1_000i128..1_000).prop_filter("non-zero", |(_, q)| *q != 0), 1..30),
+            allocated in proptest::collection::vec(0i128..5_000, 5),
+            partner_funds in 0i128..20_000,
+        ) {
+            let partner = PartnerRecord {
+                id: PARTNER, enterprise_id: PARTNER_E, name: "p".into(), broker: false, active: true,
+                client_dispute_window: None, top_up_window: None, amount_format: AmountFormat::BaseUnits,
+                last_cutoff: None, created_at: NOW, updated_at: NOW,
+            };
+            let connections: BTreeMap<Uuid, Connection> = (1..6u128).map(|n| (Uuid::from_u128(n), connection(n, allocated[n as usize - 1]))).collect();
+            let transfers: Vec<Transfer> = lines.iter().enumerate().map(|(i, (c, q))| Transfer {
+                transfer_id: Uuid::from_u128(1000 + i as u128),
+                instruction: Instruction { source: None, destination: Uuid::from_u128(*c), currency: btc(), quantity: *q },
+            }).collect();
+            let staged = SettlementStaged {
+                settlement_id: Uuid::from_u128(0x5), partner_id: PARTNER, partner_enterprise_id: PARTNER_E, external_id: "x".into(),
+                api: SettlementApi::V2, notes: None, cutoff_at: None, transfers: transfers.clone(), dispute_window_micros: 0,
+                top_up_window_micros: 0, initiated_by: Uuid::from_u128(6), payload: "{}".into(), signature: "00".into(),
+                key_id: Uuid::from_u128(4), at: NOW,
+            };
+            let mut net: BTreeMap<Uuid, i128> = BTreeMap::new();
+            for (c, q) in &lines {
+                *net.entry(Uuid::from_u128(*c)).or_default() += q;
+            }
+            let context = StageContext { partner: &partner, connections: &connections, previous_cutoff: None };
+            let decided = Settlement::Absent.decide_stage(&context, staged, NOW);
+            let fits = net.iter().all(|(c, n)| *n >= 0 || -n <= connections[c].balance(&btc()).available());
+            prop_assert_eq!(decided.is_ok(), fits, "refused exactly when some connection cannot cover its net loss");
+            let Ok(events) = decided else { return Ok(()) };
+            let settlement = events.iter().fold(Settlement::Absent, Settlement::evolve);
+            prop_assert_eq!(&settlement.record().unwrap().staged.transfers, &transfers, "transfers mirror the instructions");
+            let after: BTreeMap<Uuid, Connection> = connections.iter().map(|(id, c)| (*id, events.iter().fold(c.clone(), Connection::evolve))).collect();
+            for (id, c) in &after {
+                let expected_hold = net.get(id).map_or(0, |n| if *n < 0 { -n } else { 0 });
+                prop_assert_eq!(c.balance(&btc()).held(), expected_hold, "holds equal the net losses");
+            }
+
+            let deposit = DepositCredited { enterprise_id: PARTNER_E, deposit_id: Uuid::from_u128(1), external_id: "d".into(), currency: btc(), quantity: partner_funds, at: NOW };
+            let custody = Custody::default().evolve(&deposit.into());
+            let total = |conns: &BTreeMap<Uuid, Connection>, custody: &Custody| conns.values().map(|c| c.balance(&btc()).total()).sum::<i128>() + custody.balance(&btc()).total();
+            let before = total(&after, &custody);
+            let executed = settlement.decide_execute(&after, &custody, NOW).unwrap();
+            let (mut conns, mut custody) = (after, custody);
+            for e in &executed {
+                conns = conns.into_iter().map(|(id, c)| (id, c.evolve(e))).collect();
+                custody = custody.evolve(e);
+            }
+            let settled = executed.iter().fold(settlement, Settlement::evolve);
+            let outflow: i128 = net.values().sum();
+            let completed = matches!(settled.record().unwrap().status, Status::Completed { .. });
+            prop_assert_eq!(completed, outflow <= partner_funds, "executes exactly when the partner covers its net outflow");
+            prop_assert_eq!(total(&conns, &custody), before, "conserved");
+            for c in conns.values() {
+                prop_assert!(c.balance(&btc()).available() >= 0 && c.balance(&btc()).held() >= 0);
+            }
+        }
+    }
+}
