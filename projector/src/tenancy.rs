@@ -414,6 +414,21 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
     .bind(&ordinals)
     .execute(&mut *tx)
     .await?;
+    // One notification per client enterprise the settlement touches (SPEC §7.7).
+    sqlx::query(
+        "INSERT INTO rm_notifications
+         SELECT md5($1::text || e)::uuid, e, 'settlement.staged', $1, $2, $3, $4
+         FROM (SELECT destination_client_enterprise_id AS e FROM rm_settlement_transfers WHERE settlement_id = $1
+               UNION SELECT source_client_enterprise_id FROM rm_settlement_transfers
+                     WHERE settlement_id = $1 AND source_client_enterprise_id IS NOT NULL) touched
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(e.settlement_id)
+    .bind(e.partner_id)
+    .bind(&e.external_id)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

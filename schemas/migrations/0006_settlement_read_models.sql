@@ -43,3 +43,15 @@ CREATE TABLE rm_settlement_transfers (
 CREATE INDEX rm_transfers_settlement ON rm_settlement_transfers (settlement_id, ordinal);
 CREATE INDEX rm_transfers_destination_client ON rm_settlement_transfers (destination_client_enterprise_id);
 CREATE INDEX rm_transfers_source_client ON rm_settlement_transfers (source_client_enterprise_id);
+
+-- Each client enterprise's notification feed (webhook delivery comes with the finalizer).
+CREATE TABLE rm_notifications (
+    id            uuid        PRIMARY KEY,
+    enterprise_id uuid        NOT NULL,
+    type          text        NOT NULL,
+    settlement_id uuid        NOT NULL,
+    partner_id    uuid        NOT NULL,
+    external_id   text        NOT NULL,
+    created_at    timestamptz NOT NULL
+);
+CREATE INDEX rm_notifications_enterprise ON rm_notifications (enterprise_id, created_at, id);

@@ -417,3 +417,26 @@ pub async fn transfers(
         .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
         .collect()
 }
+
+/// A client enterprise's notification feed, oldest first.
+pub async fn notifications(
+    pool: &PgPool,
+    enterprise_id: Uuid,
+    page: Page,
+) -> Result<Vec<Value>, ApiError> {
+    let sql = format!(
+        "SELECT json_build_object('id', id, 'type', type, 'settlementId', settlement_id, 'partnerId', partner_id,
+                'externalId', external_id, 'createdAt', to_char(created_at AT TIME ZONE 'UTC', {TIME}))::text
+         FROM rm_notifications WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(enterprise_id)
+        .bind(i64::from(page.size))
+        .bind(page.offset as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(ApiError::internal)?;
+    rows.into_iter()
+        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
+        .collect()
+}

@@ -65,6 +65,10 @@ pub fn routes() -> Router<AppState> {
             get(client_transfers),
         )
         .route(
+            "/v1/enterprises/{e}/clients/notifications",
+            get(notifications),
+        )
+        .route(
             &format!("/v1{partner}/settlements-signing"),
             post(signing).get(signing),
         )
@@ -766,4 +770,20 @@ async fn client_transfers(
     let page = page_of(&query)?;
     let transfers = reads::transfers(&s.pool, Side::Client(e), None, None, None, page).await?;
     Ok(Json(reads::list("settlementTransfers", transfers, page)))
+}
+
+async fn notifications(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    read_access(&s, &caller, &headers, e, Role::Client).await?;
+    let page = page_of(&query)?;
+    Ok(Json(reads::list(
+        "notifications",
+        reads::notifications(&s.pool, e, page).await?,
+        page,
+    )))
 }

@@ -500,6 +500,32 @@ async fn both_sides_read_settlements_and_transfers() {
     let transfers = transfers.expect(200, None)["settlementTransfers"].clone();
     assert_eq!(transfers[1]["status"], "completed");
     assert_eq!(transfers[1]["txIds"].as_array().map(Vec::len), Some(1));
+    // The client's feed lists both settlements.
+    let feed = app
+        .get_after(
+            &format!("/v1/enterprises/{}/clients/notifications", w.client.id),
+            &w.client.token,
+            &position,
+        )
+        .await;
+    let kinds: Vec<(String, String)> = feed.expect(200, None)["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["type"].as_str().unwrap().to_owned(),
+                n["externalId"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("settlement.staged".into(), "r-1".into()),
+            ("settlement.staged".into(), "r-2".into())
+        ]
+    );
     // Another partner sees none of it.
     let other = tenant(&app, "Stranger", 6).await;
     app.admin(Method::POST, &format!("/enterprises/{}/partner", other.id), json!({"name": "S", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null}))
