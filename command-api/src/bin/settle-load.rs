@@ -40,7 +40,13 @@ struct App {
 
 impl App {
     async fn call(&self, path: &str, token: &str, body: Value) -> Result<(u16, Value)> {
-        let response = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await?;
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
@@ -74,18 +80,35 @@ struct Tenant {
 }
 
 async fn tenant(app: &App, name: &str, seed: u64) -> Result<Tenant> {
-    let id = app.ok("/api/admin/v1/enterprises", ADMIN, json!({"name": name, "oesLicense": true})).await?["enterprise"]["id"]
+    let id = app
+        .ok(
+            "/api/admin/v1/enterprises",
+            ADMIN,
+            json!({"name": name, "oesLicense": true}),
+        )
+        .await?["enterprise"]["id"]
         .as_str()
         .context("id")?
         .to_owned();
-    let token = app.ok("/api/admin/v1/users", ADMIN, json!({"name": name, "enterpriseIds": [id]})).await?["accessToken"]
+    let token = app
+        .ok(
+            "/api/admin/v1/users",
+            ADMIN,
+            json!({"name": name, "enterpriseIds": [id]}),
+        )
+        .await?["accessToken"]
         .as_str()
         .context("token")?
         .to_owned();
     let mut seed_bytes = [7u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_be_bytes());
     let key = SigningKey::from_bytes(&seed_bytes);
-    app.ok(&format!("/api/admin/v1/enterprises/{id}/keys"), ADMIN, json!({"publicKey": hex::encode(key.verifying_key().to_bytes())})).await?;
+    app.ok(
+        &format!("/api/admin/v1/enterprises/{id}/keys"),
+        ADMIN,
+        json!({"publicKey": hex::encode(key.verifying_key().to_bytes())}),
+    )
+    .await?;
     Ok(Tenant { id, token, key })
 }
 
@@ -99,29 +122,77 @@ struct Venue {
 async fn venue(app: &App, n: u64, connections: usize, fund: bool) -> Result<Venue> {
     let partner = tenant(app, &format!("venue-{n}"), 1_000 + n).await?;
     let body = json!({"name": "v", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null});
-    let partner_id = app.ok(&format!("/api/admin/v1/enterprises/{}/partner", partner.id), ADMIN, body).await?["partner"]["id"]
+    let partner_id = app
+        .ok(
+            &format!("/api/admin/v1/enterprises/{}/partner", partner.id),
+            ADMIN,
+            body,
+        )
+        .await?["partner"]["id"]
         .as_str()
         .context("partner id")?
         .to_owned();
     let client = tenant(app, &format!("client-{n}"), 2_000 + n).await?;
-    app.ok(&format!("/api/admin/v1/enterprises/{}/client", client.id), ADMIN, json!({})).await?;
+    app.ok(
+        &format!("/api/admin/v1/enterprises/{}/client", client.id),
+        ADMIN,
+        json!({}),
+    )
+    .await?;
     let deposit = json!({"currency": "BTC", "quantity": "1000000000000000", "externalId": "seed"});
-    app.ok(&format!("/api/admin/v1/enterprises/{}/deposits", client.id), ADMIN, deposit).await?;
+    app.ok(
+        &format!("/api/admin/v1/enterprises/{}/deposits", client.id),
+        ADMIN,
+        deposit,
+    )
+    .await?;
     let mut ids = Vec::with_capacity(connections);
     for c in 0..connections {
-        let body = signed(&client.key, json!({"partnerId": partner_id, "name": format!("c{c}"), "connectionKey": "k"}), &[], &format!("c{c}"));
-        let created = app.ok(&format!("/api/network/v1/enterprises/{}/clients/connections", client.id), &client.token, body).await?;
-        let id = created["connection"]["id"].as_str().context("connection id")?.to_owned();
+        let body = signed(
+            &client.key,
+            json!({"partnerId": partner_id, "name": format!("c{c}"), "connectionKey": "k"}),
+            &[],
+            &format!("c{c}"),
+        );
+        let created = app
+            .ok(
+                &format!(
+                    "/api/network/v1/enterprises/{}/clients/connections",
+                    client.id
+                ),
+                &client.token,
+                body,
+            )
+            .await?;
+        let id = created["connection"]["id"]
+            .as_str()
+            .context("connection id")?
+            .to_owned();
         if fund {
-            let path = format!("/api/network/v1/enterprises/{}/clients/connections/{id}/allocations", client.id);
-            let ids_ = [("connectionId", id.clone()), ("enterpriseId", client.id.clone())];
-            let body = signed(&client.key, json!({"amount": {"currency": "BTC", "quantity": "100000000000"}, "clientExternalId": format!("a{c}")}), &ids_, &format!("a{c}"));
+            let path = format!(
+                "/api/network/v1/enterprises/{}/clients/connections/{id}/allocations",
+                client.id
+            );
+            let ids_ = [
+                ("connectionId", id.clone()),
+                ("enterpriseId", client.id.clone()),
+            ];
+            let body = signed(
+                &client.key,
+                json!({"amount": {"currency": "BTC", "quantity": "100000000000"}, "clientExternalId": format!("a{c}")}),
+                &ids_,
+                &format!("a{c}"),
+            );
             app.ok(&path, &client.token, body).await?;
         }
         ids.push(id);
     }
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
-    Ok(Venue { partner, connections: ids, cutoff_ms: AtomicU64::new(now_ms) })
+    Ok(Venue {
+        partner,
+        connections: ids,
+        cutoff_ms: AtomicU64::new(now_ms),
+    })
 }
 
 /// One signed v2 settlement of `lines` lines on the venue's connections (alternating losses and gains).
@@ -129,11 +200,18 @@ fn settlement_body(v: &Venue, lines: usize, n: u64) -> Value {
     let amounts: Map<String, Value> = v.connections[..lines]
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.clone(), json!({"BTC": if i % 2 == 0 { "-1" } else { "1" }})))
+        .map(|(i, c)| {
+            (
+                c.clone(),
+                json!({"BTC": if i % 2 == 0 { "-1" } else { "1" }}),
+            )
+        })
         .collect();
     // cutoffAt strictly increases per partner and stays near the server's clock.
     let cutoff_ms = v.cutoff_ms.fetch_add(1, Ordering::SeqCst) + 1;
-    let cutoff = chrono::DateTime::from_timestamp_millis(cutoff_ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cutoff = chrono::DateTime::from_timestamp_millis(cutoff_ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let fields = json!({"externalId": format!("load-{n}"), "settlementAmounts": amounts, "cutoffAt": cutoff});
     signed(&v.partner.key, fields, &[], &format!("s-{n}"))
 }
@@ -147,7 +225,13 @@ struct Figures {
 
 /// Stages settlements of `lines` lines from `venues.len()` workers (one partner each) for
 /// `seconds`, optionally paced to `rate` settlements/s in total.
-async fn stage_load(app: &Arc<App>, venues: &[Arc<Venue>], lines: usize, seconds: u64, rate: Option<f64>) -> Result<Figures> {
+async fn stage_load(
+    app: &Arc<App>,
+    venues: &[Arc<Venue>],
+    lines: usize,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Result<Figures> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
@@ -165,7 +249,16 @@ async fn stage_load(app: &Arc<App>, venues: &[Arc<Venue>], lines: usize, seconds
                 }
                 let body = settlement_body(&v, lines, NEXT.fetch_add(1, Ordering::SeqCst));
                 let sent = Instant::now();
-                let (status, answer) = app.call(&format!("/api/network/v2/enterprises/{}/partners/settlements", v.partner.id), &v.partner.token, body).await?;
+                let (status, answer) = app
+                    .call(
+                        &format!(
+                            "/api/network/v2/enterprises/{}/partners/settlements",
+                            v.partner.id
+                        ),
+                        &v.partner.token,
+                        body,
+                    )
+                    .await?;
                 if status != 200 {
                     bail!("staging answered {status}: {answer}");
                 }
@@ -190,8 +283,15 @@ async fn stage_load(app: &Arc<App>, venues: &[Arc<Venue>], lines: usize, seconds
 
 /// Raw baseline: one multi-row insert of `rows` ~100-byte rows per statement into a copy of the
 /// events table, `concurrency` writers, autocommit — rows/s.
-async fn raw_rows_per_s(pool: &PgPool, rows: usize, concurrency: usize, seconds: u64) -> Result<f64> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS events_raw (LIKE events INCLUDING ALL)").execute(pool).await?;
+async fn raw_rows_per_s(
+    pool: &PgPool,
+    rows: usize,
+    concurrency: usize,
+    seconds: u64,
+) -> Result<f64> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS events_raw (LIKE events INCLUDING ALL)")
+        .execute(pool)
+        .await?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -228,12 +328,17 @@ async fn raw_rows_per_s(pool: &PgPool, rows: usize, concurrency: usize, seconds:
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let base_url = std::env::var("DATABASE_URL").context("DATABASE_URL (run through deploy/stack)")?;
+    let base_url =
+        std::env::var("DATABASE_URL").context("DATABASE_URL (run through deploy/stack)")?;
     let nats_url = std::env::var("NATS_URL").context("NATS_URL (run through deploy/stack)")?;
     let name = format!("load_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&base_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
-    let (server, _) = base_url.rsplit_once('/').context("DATABASE_URL names a database")?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let (server, _) = base_url
+        .rsplit_once('/')
+        .context("DATABASE_URL names a database")?;
     let url = format!("{server}/{name}");
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let common = CommonConfig {
@@ -245,12 +350,30 @@ async fn main() -> Result<()> {
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let config = Config { common: common.clone(), listen: base.clone(), admin_token: Some(ADMIN.into()), sequencer: true, currencies: None, command: None };
+    let config = Config {
+        common: common.clone(),
+        listen: base.clone(),
+        admin_token: Some(ADMIN.into()),
+        sequencer: true,
+        currencies: None,
+        command: None,
+    };
     let stop = CancellationToken::new();
     let server_task = tokio::spawn(command_api::run(listener, config, stop.clone()));
-    let app = Arc::new(App { base, http: reqwest::Client::builder().pool_max_idle_per_host(64).build()? });
+    let app = Arc::new(App {
+        base,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
+    });
     for _ in 0..200 {
-        if app.http.get(format!("{}/readyz", app.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+        if app
+            .http
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -259,18 +382,36 @@ async fn main() -> Result<()> {
 
     println!("settle-load: v2 staging over HTTP (signed, idempotent, liability check and holds), {} s per measurement", args.seconds);
     println!("provisioning…");
-    let small: Vec<Arc<Venue>> = futures::future::try_join_all((0..16).map(|n| venue(&app, n, 10, true))).await?.into_iter().map(Arc::new).collect();
-    let large: Vec<Arc<Venue>> = futures::future::try_join_all((100..104).map(|n| venue(&app, n, 1_000, true))).await?.into_iter().map(Arc::new).collect();
+    let small: Vec<Arc<Venue>> =
+        futures::future::try_join_all((0..16).map(|n| venue(&app, n, 10, true)))
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+    let large: Vec<Arc<Venue>> =
+        futures::future::try_join_all((100..104).map(|n| venue(&app, n, 1_000, true)))
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
 
     println!("\n lines  conc   settl/s     lines/s    p50 ms   p99 ms   raw rows/s   ratio");
     let mut best_small = (0.0f64, 1usize);
-    for (lines, venues, concurrencies) in [(10usize, &small, [1usize, 4, 16]), (1_000, &large, [1, 2, 4])] {
+    for (lines, venues, concurrencies) in [
+        (10usize, &small, [1usize, 4, 16]),
+        (1_000, &large, [1, 2, 4]),
+    ] {
         for conc in concurrencies {
             let f = stage_load(&app, &venues[..conc], lines, args.seconds, None).await?;
             let raw = raw_rows_per_s(&pool, lines, conc, args.seconds).await?;
             println!(
                 "{lines:>6} {conc:>5} {:>9.0} {:>11.0} {:>9.2} {:>8.2} {:>12.0} {:>7.2}",
-                f.settlements_per_s, f.lines_per_s, f.p50_ms, f.p99_ms, raw, f.lines_per_s / raw
+                f.settlements_per_s,
+                f.lines_per_s,
+                f.p50_ms,
+                f.p99_ms,
+                raw,
+                f.lines_per_s / raw
             );
             if lines == 10 && f.settlements_per_s > best_small.0 {
                 best_small = (f.settlements_per_s, conc);
@@ -284,19 +425,46 @@ async fn main() -> Result<()> {
         half.settlements_per_s, half.p50_ms, half.p99_ms
     );
 
-    println!("provisioning {} connections for one large settlement…", args.big_lines);
+    println!(
+        "provisioning {} connections for one large settlement…",
+        args.big_lines
+    );
     let big = Arc::new(venue(&app, 999, args.big_lines, false).await?);
-    let amounts: Map<String, Value> = big.connections.iter().map(|c| (c.clone(), json!({"BTC": "1"}))).collect();
+    let amounts: Map<String, Value> = big
+        .connections
+        .iter()
+        .map(|c| (c.clone(), json!({"BTC": "1"})))
+        .collect();
     let cutoff = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let body = signed(&big.partner.key, json!({"externalId": "big", "settlementAmounts": amounts, "cutoffAt": cutoff}), &[], "big");
+    let body = signed(
+        &big.partner.key,
+        json!({"externalId": "big", "settlementAmounts": amounts, "cutoffAt": cutoff}),
+        &[],
+        "big",
+    );
     let sent = Instant::now();
-    app.ok(&format!("/api/network/v2/enterprises/{}/partners/settlements", big.partner.id), &big.partner.token, body).await?;
-    println!("one {}-line settlement staged in {:.0} ms", args.big_lines, sent.elapsed().as_secs_f64() * 1000.0);
+    app.ok(
+        &format!(
+            "/api/network/v2/enterprises/{}/partners/settlements",
+            big.partner.id
+        ),
+        &big.partner.token,
+        body,
+    )
+    .await?;
+    println!(
+        "one {}-line settlement staged in {:.0} ms",
+        args.big_lines,
+        sent.elapsed().as_secs_f64() * 1000.0
+    );
 
     stop.cancel();
     server_task.await??;
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.ok();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .ok();
     if let Ok(js) = events::bus::connect(&common.nats_url).await {
         js.delete_stream(&common.events_stream).await.ok();
     }
