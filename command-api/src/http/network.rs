@@ -106,7 +106,7 @@ pub(super) fn signing_error(e: SigningError) -> ApiError {
 }
 
 /// The request's own fields: the body without the signing envelope.
-fn own_fields(body: &Value) -> Value {
+pub(super) fn own_fields(body: &Value) -> Value {
     let mut fields = body.as_object().cloned().unwrap_or_default();
     for envelope in ["nonce", "payload", "signature"] {
         fields.remove(envelope);
@@ -528,7 +528,7 @@ async fn allocation_signing(
 }
 
 /// Authorizes a read and waits for read-your-writes.
-async fn read_access(
+pub(super) async fn read_access(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
@@ -549,7 +549,7 @@ fn single() -> reads::Page {
 }
 
 /// Which side a read is on: `PARTNER` picks the partner routes, else the client routes.
-fn side<const PARTNER: bool>(e: Uuid) -> (Side, Role) {
+pub(super) fn side<const PARTNER: bool>(e: Uuid) -> (Side, Role) {
     if PARTNER {
         (Side::Partner(e), Role::Partner)
     } else {

@@ -71,6 +71,13 @@ pub fn list(plural: &str, items: Vec<Value>, page: Page) -> Value {
     json!({ plural: items, "nextCursor": next })
 }
 
+/// Rows of JSON text (built by Postgres) as values.
+fn decode(rows: Vec<(String,)>) -> Result<Vec<Value>, ApiError> {
+    rows.into_iter()
+        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
+        .collect()
+}
+
 /// Whose side a network read is on.
 #[derive(Clone, Copy, Debug)]
 pub enum Side {
@@ -102,9 +109,7 @@ async fn json_rows(
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    rows.into_iter()
-        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
-        .collect()
+    decode(rows)
 }
 
 pub async fn connections(
@@ -374,9 +379,7 @@ pub async fn settlements(
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    rows.into_iter()
-        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
-        .collect()
+    decode(rows)
 }
 
 /// Transfers of one settlement (partner: all; client: only its own), or — without a settlement —
@@ -413,9 +416,7 @@ pub async fn transfers(
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    rows.into_iter()
-        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
-        .collect()
+    decode(rows)
 }
 
 /// A client enterprise's notification feed, oldest first.
@@ -436,7 +437,5 @@ pub async fn notifications(
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    rows.into_iter()
-        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
-        .collect()
+    decode(rows)
 }

@@ -32,10 +32,9 @@ use super::auth::{
 };
 use super::body::{parse, RawBody};
 use super::command::{run, Decided, Reply};
-use super::consistency::wait_for_min_position;
 use super::context::RequestId;
 use super::error::ApiError;
-use super::network::{recheck, signed_spec, signing_error, verify};
+use super::network::{own_fields, read_access, recheck, side, signed_spec, signing_error, verify};
 use super::reads::{self, PageQuery, Side};
 use super::views::time;
 use crate::state::{sha256, AppState};
@@ -73,9 +72,6 @@ pub fn routes() -> Router<AppState> {
             post(signing).get(signing),
         )
 }
-
-/// The checkpoint the read models keep (see the projector).
-const READ_MODELS: &str = "projector-read-models";
 
 pub fn settlement_stream(settlement_id: Uuid) -> StreamName {
     stream("settlement", settlement_id)
@@ -241,14 +237,6 @@ fn parse_request(
         cutoff_at,
         content_hash,
     })
-}
-
-fn own_fields(body: &Value) -> Value {
-    let mut fields = body.as_object().cloned().unwrap_or_default();
-    for envelope in ["nonce", "payload", "signature"] {
-        fields.remove(envelope);
-    }
-    Value::Object(fields)
 }
 
 fn stage_error(e: StageRejection) -> ApiError {
@@ -648,26 +636,6 @@ async fn signing(
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
     ))
-}
-
-/// The side and role of a read: `PARTNER` for partner routes, else client routes.
-fn side<const PARTNER: bool>(e: Uuid) -> (Side, Role) {
-    if PARTNER {
-        (Side::Partner(e), Role::Partner)
-    } else {
-        (Side::Client(e), Role::Client)
-    }
-}
-
-async fn read_access(
-    state: &AppState,
-    caller: &Caller,
-    headers: &HeaderMap,
-    e: Uuid,
-    role: Role,
-) -> Result<(), ApiError> {
-    auth::authorize(state, caller, e, role).await?;
-    wait_for_min_position(headers, &state.pool, READ_MODELS, state.read_wait_max).await
 }
 
 async fn list<const PARTNER: bool>(
