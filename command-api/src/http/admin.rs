@@ -15,7 +15,8 @@ use events::domain::partner::{
     partner_id_of, Partner, PartnerCommand, PartnerRejection, WindowMinutes,
 };
 use events::domain::user::{CreateUser, User, UserRejection};
-use events::domain::CommandId;
+use events::domain::{CommandId, DomainEvent, StreamName};
+use events::store::Loaded;
 use rand::RngCore;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -27,7 +28,7 @@ use super::auth::{
     Admin,
 };
 use super::body::{parse, JsonBody};
-use super::command::{run, CommandSpec, Reply};
+use super::command::{run, CommandSpec, Decided, Reply};
 use super::context::RequestId;
 use super::error::ApiError;
 use super::views;
@@ -45,6 +46,32 @@ pub fn routes() -> Router<AppState> {
         .route("/enterprises/{e}/client", post(register_client))
         .route("/enterprises/{e}/deposits", post(deposit))
         .route("/currencies", get(currencies))
+}
+
+/// The shape of most admin commands: fold one stream, decide, and answer with the state after.
+fn on_stream<S: Default>(
+    loaded: &Loaded,
+    stream: &StreamName,
+    evolve: fn(S, &DomainEvent) -> S,
+    decide: impl FnOnce(&S) -> Result<Vec<DomainEvent>, ApiError>,
+    view: impl FnOnce(&S) -> Value,
+) -> Decided {
+    let current: S = fold(loaded, stream, evolve);
+    let events = decide(&current)?;
+    let after = events.iter().fold(current, evolve);
+    let body = view(&after);
+    Ok((
+        events.into_iter().map(|e| (stream.clone(), e)).collect(),
+        Reply::ok(body),
+    ))
+}
+
+/// 404 unless the enterprise a command names exists.
+fn require_enterprise(loaded: &Loaded, enterprise: &StreamName) -> Result<(), ApiError> {
+    match fold::<Enterprise>(loaded, enterprise, Enterprise::evolve).record() {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("enterprise")),
+    }
 }
 
 /// A command of the operator: random identity (each POST is a new action), no nonce.
@@ -99,19 +126,18 @@ async fn create_enterprise(
     let stream = enterprise_stream(id);
     let spec = admin_command("create-enterprise", id, &body, vec![stream.clone()]);
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
         let command = EnterpriseCommand::Create {
             enterprise_id: id,
             name: request.name.clone(),
             oes_license: request.oes_license,
         };
-        let events = current.decide(command, at).map_err(enterprise_error)?;
-        let after = events.iter().fold(current, Enterprise::evolve);
-        let view = after.record().map(views::enterprise);
-        Ok((
-            events.into_iter().map(|e| (stream.clone(), e)).collect(),
-            Reply::ok(json!({ "enterprise": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Enterprise::evolve,
+            |current| current.decide(command, at).map_err(enterprise_error),
+            |after| json!({ "enterprise": after.record().map(views::enterprise) }),
+        )
     })
     .await
 }
@@ -133,21 +159,22 @@ async fn set_license(
     let stream = enterprise_stream(e);
     let spec = admin_command("set-license", Uuid::new_v4(), &body, vec![stream.clone()]);
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
-        let events = current
-            .decide(
-                EnterpriseCommand::SetLicense {
-                    oes_license: request.oes_license,
-                },
-                at,
-            )
-            .map_err(enterprise_error)?;
-        let after = events.iter().fold(current, Enterprise::evolve);
-        let view = after.record().map(views::enterprise);
-        Ok((
-            events.into_iter().map(|e| (stream.clone(), e)).collect(),
-            Reply::ok(json!({ "enterprise": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Enterprise::evolve,
+            |current| {
+                current
+                    .decide(
+                        EnterpriseCommand::SetLicense {
+                            oes_license: request.oes_license,
+                        },
+                        at,
+                    )
+                    .map_err(enterprise_error)
+            },
+            |after| json!({ "enterprise": after.record().map(views::enterprise) }),
+        )
     })
     .await
 }
@@ -190,15 +217,14 @@ async fn create_user(
             auditor: request.auditor,
             enterprises_exist,
         };
-        let current: User = fold(loaded, &stream, User::evolve);
-        let events = current.decide_create(command, at).map_err(user_error)?;
-        let after = events.iter().fold(User::Absent, User::evolve);
         // The clear token is not part of the recorded outcome: it is shown once, below.
-        let view = after.record().map(views::user);
-        Ok((
-            events.into_iter().map(|e| (stream.clone(), e)).collect(),
-            Reply::ok(json!({ "user": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            User::evolve,
+            |current| current.decide_create(command, at).map_err(user_error),
+            |after| json!({ "user": after.record().map(views::user) }),
+        )
     })
     .await?;
     with_token(response, &token).await
@@ -260,18 +286,17 @@ async fn register_key(
     let stream = enterprise_stream(e);
     let spec = admin_command("register-key", key_id, &body, vec![stream.clone()]);
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
         let command = EnterpriseCommand::RegisterKey {
             key_id,
             public_key: key.as_bytes(),
         };
-        let events = current.decide(command, at).map_err(enterprise_error)?;
-        let after = events.iter().fold(current, Enterprise::evolve);
-        let view = after.record().map(|r| views::key(e, key_id, r));
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "key": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Enterprise::evolve,
+            |current| current.decide(command, at).map_err(enterprise_error),
+            |after| json!({ "key": after.record().map(|r| views::key(e, key_id, r)) }),
+        )
     })
     .await
 }
@@ -290,16 +315,17 @@ async fn revoke_key(
         vec![stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Enterprise = fold(loaded, &stream, Enterprise::evolve);
-        let events = current
-            .decide(EnterpriseCommand::RevokeKey { key_id }, at)
-            .map_err(enterprise_error)?;
-        let after = events.iter().fold(current, Enterprise::evolve);
-        let view = after.record().map(|r| views::key(e, key_id, r));
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "key": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Enterprise::evolve,
+            |current| {
+                current
+                    .decide(EnterpriseCommand::RevokeKey { key_id }, at)
+                    .map_err(enterprise_error)
+            },
+            |after| json!({ "key": after.record().map(|r| views::key(e, key_id, r)) }),
+        )
     })
     .await
 }
@@ -369,13 +395,7 @@ async fn register_partner(
         vec![enterprise.clone(), stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
-            .record()
-            .is_none()
-        {
-            return Err(ApiError::not_found("enterprise"));
-        }
-        let current: Partner = fold(loaded, &stream, Partner::evolve);
+        require_enterprise(loaded, &enterprise)?;
         let command = PartnerCommand::Register {
             partner_id,
             enterprise_id: e,
@@ -385,13 +405,13 @@ async fn register_partner(
             top_up_window,
             amount_format: request.amount_format,
         };
-        let events = current.decide(command, at).map_err(partner_error)?;
-        let after = events.iter().fold(current, Partner::evolve);
-        let view = after.record().map(views::partner);
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "partner": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Partner::evolve,
+            |current| current.decide(command, at).map_err(partner_error),
+            |after| json!({ "partner": after.record().map(views::partner) }),
+        )
     })
     .await
 }
@@ -443,19 +463,18 @@ async fn update_partner(
         vec![stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Partner = fold(loaded, &stream, Partner::evolve);
         let command = PartnerCommand::Update {
             active,
             client_dispute_window: dispute,
             top_up_window: top_up,
         };
-        let events = current.decide(command, at).map_err(partner_error)?;
-        let after = events.iter().fold(current, Partner::evolve);
-        let view = after.record().map(views::partner);
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "partner": view })),
-        ))
+        on_stream(
+            loaded,
+            &stream,
+            Partner::evolve,
+            |current| current.decide(command, at).map_err(partner_error),
+            |after| json!({ "partner": after.record().map(views::partner) }),
+        )
     })
     .await
 }
@@ -474,27 +493,20 @@ async fn register_client(
         vec![enterprise.clone(), stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
-            .record()
-            .is_none()
-        {
-            return Err(ApiError::not_found("enterprise"));
-        }
-        let current: Client = fold(loaded, &stream, Client::evolve);
-        let events = current
-            .decide_register(e, at)
-            .map_err(|ClientRejection::AlreadyExists| {
-                ApiError::conflict(
-                    "already_exists",
-                    "the enterprise already has a client record",
-                )
-            })?;
-        let after = events.iter().fold(current, Client::evolve);
-        let view = after.record().map(views::client);
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "client": view })),
-        ))
+        require_enterprise(loaded, &enterprise)?;
+        let already = |ClientRejection::AlreadyExists| {
+            ApiError::conflict(
+                "already_exists",
+                "the enterprise already has a client record",
+            )
+        };
+        on_stream(
+            loaded,
+            &stream,
+            Client::evolve,
+            |current| current.decide_register(e, at).map_err(already),
+            |after| json!({ "client": after.record().map(views::client) }),
+        )
     })
     .await
 }
@@ -535,39 +547,33 @@ async fn deposit(
     };
     let deposit_id = Uuid::new_v4();
     run(&state, &request_id, spec, |loaded, at| {
-        if fold::<Enterprise>(loaded, &enterprise, Enterprise::evolve)
-            .record()
-            .is_none()
-        {
-            return Err(ApiError::not_found("enterprise"));
-        }
-        let custody: Custody = fold(loaded, &stream, Custody::evolve);
-        let events = custody
-            .decide_deposit(
-                e,
-                deposit_id,
-                &request.external_id,
-                currency.clone(),
-                quantity,
-                at,
-            )
-            .map_err(deposit_error)?;
-        let after = events.iter().fold(custody, Custody::evolve);
-        let recorded = after.deposits.get(&request.external_id);
-        let view = recorded.map(|d| {
-            json!({
-                "id": d.deposit_id,
-                "enterpriseId": e,
-                "externalId": request.external_id,
-                "currency": d.currency.as_str(),
-                "quantity": d.quantity.to_string(),
-                "createdAt": views::time(d.at),
-            })
-        });
-        Ok((
-            events.into_iter().map(|ev| (stream.clone(), ev)).collect(),
-            Reply::ok(json!({ "deposit": view })),
-        ))
+        require_enterprise(loaded, &enterprise)?;
+        let decide = |custody: &Custody| {
+            custody
+                .decide_deposit(
+                    e,
+                    deposit_id,
+                    &request.external_id,
+                    currency.clone(),
+                    quantity,
+                    at,
+                )
+                .map_err(deposit_error)
+        };
+        let view = |after: &Custody| {
+            let recorded = after.deposits.get(&request.external_id).map(|d| {
+                json!({
+                    "id": d.deposit_id,
+                    "enterpriseId": e,
+                    "externalId": request.external_id,
+                    "currency": d.currency.as_str(),
+                    "quantity": d.quantity.to_string(),
+                    "createdAt": views::time(d.at),
+                })
+            });
+            json!({ "deposit": recorded })
+        };
+        on_stream(loaded, &stream, Custody::evolve, decide, view)
     })
     .await
 }

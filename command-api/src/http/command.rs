@@ -147,11 +147,11 @@ fn render(outcome: &[u8], txid: Option<i64>) -> Result<Response, ApiError> {
     Ok(response)
 }
 
-/// Error codes recorded in outcomes are from a fixed set; map them back to static strings.
+/// Error codes recorded in outcomes (`Reply::refused`) come from this fixed set; map them back
+/// to the static strings `ApiError` carries.
 fn leak_code(code: &str) -> &'static str {
     match code {
         "allocation_released" => "allocation_released",
-        "insufficient_funds" => "insufficient_funds",
         _ => "refused",
     }
 }

@@ -25,7 +25,7 @@ fn parse_token(token: &str) -> Option<i64> {
 
 /// Whether `consumer` has applied every event of transaction `txid`. A transaction's events may
 /// be sequenced across two batches, so all of them must have a position before the last counts.
-async fn reflected(pool: &PgPool, consumer: &str, txid: i64) -> Result<bool, sqlx::Error> {
+pub async fn reflected(pool: &PgPool, consumer: &str, txid: i64) -> Result<bool, sqlx::Error> {
     let (events, positioned, last, checkpoint): (i64, i64, Option<i64>, i64) = sqlx::query_as(
         "SELECT count(*), count(l.position), max(l.position),
                 coalesce((SELECT position FROM consumer_checkpoints WHERE consumer = $2), 0)

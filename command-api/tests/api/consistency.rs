@@ -72,3 +72,90 @@ async fn reads_reflect_writes_and_survive_restarts() {
     bad.expect(400, Some("invalid_min_position"));
     app.shutdown().await;
 }
+
+/// A write whose events were sequenced in two batches is reflected only once every one of its
+/// events has a position and the read models' checkpoint is past the last.
+#[tokio::test]
+async fn a_partly_sequenced_write_is_not_reflected() {
+    use command_api::http::consistency::reflected;
+    use events::codec::{Actor, EncodedEvent, Metadata};
+    use events::domain::event::Timestamp;
+    use events::domain::{CommandId, StreamName};
+    use events::store::{AppendRequest, EventStore, NewEvent};
+
+    let db = events::testing::TestDb::new().await;
+    let stream = StreamName::parse("rw", "one").unwrap();
+    let command = CommandId::derive("rw", &[b"1"]);
+    let request = AppendRequest {
+        command_id: command,
+        request_hash: [0; 32],
+        expected: vec![(stream.clone(), 0)],
+        events: (0..2)
+            .map(|_| NewEvent {
+                stream: stream.clone(),
+                event: EncodedEvent {
+                    type_id: 1,
+                    schema_version: 1,
+                    payload: vec![1],
+                },
+            })
+            .collect(),
+        metadata: Metadata {
+            command_id: command,
+            causation_id: None,
+            correlation_id: command.as_uuid(),
+            actor: Actor::System,
+            request_id: None,
+            key_id: None,
+        },
+        outcome: vec![],
+        nonce: None,
+        recorded_at: Timestamp(0),
+    };
+    let appended = EventStore::new(db.pool.clone())
+        .append(&request)
+        .await
+        .unwrap();
+    let position = |n: i64, id: uuid::Uuid| {
+        sqlx::query("INSERT INTO event_log (position, event_id, hash) VALUES ($1, $2, $3)")
+            .bind(n)
+            .bind(id)
+            .bind(vec![0u8; 32])
+    };
+    let checkpoint = |n: i64| {
+        sqlx::query("INSERT INTO consumer_checkpoints VALUES ('projector-read-models', $1, now()) ON CONFLICT (consumer) DO UPDATE SET position = $1")
+            .bind(n)
+    };
+    let consumer = "projector-read-models";
+    assert!(
+        !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
+        "nothing sequenced yet"
+    );
+    // The first event sequenced and applied, the second not yet sequenced: not reflected.
+    position(1, appended.event_ids[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    checkpoint(1).execute(&db.pool).await.unwrap();
+    assert!(
+        !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
+        "half a write is not the write"
+    );
+    position(2, appended.event_ids[1])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
+        "sequenced but not yet applied"
+    );
+    checkpoint(2).execute(&db.pool).await.unwrap();
+    assert!(reflected(&db.pool, consumer, appended.txid).await.unwrap());
+    assert!(
+        reflected(&db.pool, consumer, appended.txid + 1_000_000)
+            .await
+            .unwrap(),
+        "a token of no events is met at once"
+    );
+    db.drop_db().await;
+}

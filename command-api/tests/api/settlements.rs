@@ -168,6 +168,16 @@ async fn staging_holds_losses_and_counts_earlier_holds() {
     app.shutdown().await;
 }
 
+/// Two string fields of every item of a list, in order.
+fn pairs(list: &Value, first: &str, second: &str) -> Vec<(String, String)> {
+    let field = |item: &Value, key: &str| item[key].as_str().unwrap_or_default().to_owned();
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| (field(item, first), field(item, second)))
+        .collect()
+}
+
 /// The `cutoffAt` a staged settlement answered with, to resend the identical body.
 fn staged_cutoff(body: &Value) -> Option<String> {
     body["settlement"]["cutoffAt"].as_str().map(str::to_owned)
@@ -469,17 +479,11 @@ async fn both_sides_read_settlements_and_transfers() {
             &position,
         )
         .await;
-    let directions: Vec<(String, String)> = client_list.expect(200, None)["settlements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["externalId"].as_str().unwrap().to_owned(),
-                s["transferDirection"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let directions: Vec<(String, String)> = pairs(
+        &client_list.expect(200, None)["settlements"],
+        "externalId",
+        "transferDirection",
+    );
     assert_eq!(
         directions,
         vec![
@@ -508,17 +512,11 @@ async fn both_sides_read_settlements_and_transfers() {
             &position,
         )
         .await;
-    let kinds: Vec<(String, String)> = feed.expect(200, None)["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["type"].as_str().unwrap().to_owned(),
-                n["externalId"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let kinds: Vec<(String, String)> = pairs(
+        &feed.expect(200, None)["notifications"],
+        "type",
+        "externalId",
+    );
     assert_eq!(
         kinds,
         vec![
