@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod codec;
 pub mod domain;
+pub mod lifecycle;
 pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -2,6 +2,8 @@
 //! checkpoint in one Postgres transaction.
 
 pub mod catalog;
+pub mod disputes;
+pub mod notifications;
 pub mod tenancy;
 
 use std::sync::Arc;
@@ -37,6 +39,9 @@ pub const CATALOG_CONSUMER: &str = "projector-catalog";
 /// Durable consumer (and checkpoint) name of the tenancy and custody read models; reads that
 /// carry `X-Min-Position` wait for this checkpoint.
 pub const READ_MODELS_CONSUMER: &str = "projector-read-models";
+/// Durable consumer (and checkpoint) name of the notification feed and webhook URLs; feed reads
+/// that carry `X-Min-Position` wait for this checkpoint.
+pub const NOTIFICATIONS_CONSUMER: &str = "projector-notifications";
 
 pub async fn run(
     listener: TcpListener,
@@ -54,7 +59,7 @@ pub async fn run(
         catalog::Catalog,
     )
     .await?;
-    let consumer = tokio::spawn(consumer.run(shutdown.clone()));
+    let consumer = exclusive(consumer, &config, &shutdown);
     let read_models = Consumer::new(
         pool.clone(),
         js.clone(),
@@ -62,7 +67,15 @@ pub async fn run(
         tenancy::Tenancy,
     )
     .await?;
-    let read_models = tokio::spawn(read_models.run(shutdown.clone()));
+    let read_models = exclusive(read_models, &config, &shutdown);
+    let notifications = Consumer::new(
+        pool.clone(),
+        js.clone(),
+        ConsumerConfig::new(NOTIFICATIONS_CONSUMER, bus.clone()),
+        notifications::Notifications,
+    )
+    .await?;
+    let notifications = exclusive(notifications, &config, &shutdown);
 
     let readiness: Readiness = {
         let (pool, js) = (pool.clone(), js.clone());
@@ -90,9 +103,21 @@ pub async fn run(
     service::serve(listener, service::ops_router(readiness), shutdown.clone()).await?;
     consumer.await.context("consumer task panicked")??;
     read_models.await.context("consumer task panicked")??;
+    notifications.await.context("consumer task panicked")??;
     pool.close().await;
     tracing::info!("projector stopped");
     Ok(())
+}
+
+/// Runs a consumer while this replica holds its lock: replicas share the three consumers
+/// between them, each applied by exactly one at a time, the others standing by.
+fn exclusive<P: events::bus::consumer::Projection + 'static>(
+    consumer: Consumer<P>,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (url, shutdown) = (config.common.database_url.clone(), shutdown.clone());
+    tokio::spawn(async move { consumer.run_exclusive(&url, shutdown).await })
 }
 
 /// The auditor's view of a verification, as JSON.

@@ -2,13 +2,14 @@
 //! connections, allocations, deposits, balances, settlements and their transfers, from events. Balances change by deltas, so each
 //! event's effect is applied exactly once by the consumer's checkpoint, never recomputed.
 
+use crate::disputes;
 use events::bus::consumer::Projection;
 use events::codec::{decode_event, SequencedEvent};
 use events::domain::client::wallet_id_of;
 use events::domain::connection::{AllocationKind, AllocationRecord, ReleaseReason};
 use events::domain::event::Timestamp;
 use events::domain::money::CurrencyCode;
-use events::domain::settlement::{SettlementApi, SettlementStaged};
+use events::domain::settlement::{failure_reason, SettlementApi, SettlementStaged};
 use events::domain::DomainEvent;
 use events::store::to_datetime;
 use sqlx::PgConnection;
@@ -216,15 +217,7 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
             .await?
         }
         DomainEvent::SettlementFailed(e) => {
-            let names: Vec<&str> = e
-                .short_currencies
-                .iter()
-                .map(CurrencyCode::as_str)
-                .collect();
-            let reason = format!(
-                "the partner's custody cannot cover its net outflow in {}",
-                names.join(", ")
-            );
+            let reason = failure_reason(&e.short_currencies);
             settlement_status(
                 tx,
                 e.settlement_id,
@@ -236,7 +229,16 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
             )
             .await?;
         }
-        DomainEvent::PartnerCutoffAdvanced(_) => {}
+        DomainEvent::PartnerCutoffAdvanced(_) | DomainEvent::ClosureQueued(_) => {}
+        // Webhook URLs are the notifications projection's.
+        DomainEvent::WebhookConfigured(_) => {}
+        DomainEvent::DisputeRaised(e) => disputes::raised(tx, e).await?,
+        DomainEvent::DisputeUpdated(e) => disputes::updated(tx, e).await?,
+        DomainEvent::DisputeClosed(e) => disputes::closed(tx, e).await?,
+        DomainEvent::ClosuresJoined(e) => disputes::joined(tx, e).await?,
+        DomainEvent::ClosuresAssigned(e) => disputes::assigned(tx, e).await?,
+        DomainEvent::SettlementFinalized(e) => disputes::finalized(tx, e).await?,
+        DomainEvent::FundsReleased(e) => disputes::released(tx, e).await?,
     }
     Ok(())
 }
@@ -414,21 +416,7 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
     .bind(&ordinals)
     .execute(&mut *tx)
     .await?;
-    // One notification per client enterprise the settlement touches (SPEC §7.7).
-    sqlx::query(
-        "INSERT INTO rm_notifications
-         SELECT md5($1::text || e)::uuid, e, 'settlement.staged', $1, $2, $3, $4
-         FROM (SELECT destination_client_enterprise_id AS e FROM rm_settlement_transfers WHERE settlement_id = $1
-               UNION SELECT source_client_enterprise_id FROM rm_settlement_transfers
-                     WHERE settlement_id = $1 AND source_client_enterprise_id IS NOT NULL) touched
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(e.settlement_id)
-    .bind(e.partner_id)
-    .bind(&e.external_id)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?;
+    // Notifications are their own projection (`notifications.rs`).
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The shape of most admin commands: fold one stream, decide, and answer with the state after.
-fn on_stream<S: Default>(
+pub(super) fn on_stream<S: Default>(
     loaded: &Loaded,
     stream: &StreamName,
     evolve: fn(S, &DomainEvent) -> S,
@@ -75,7 +75,7 @@ fn require_enterprise(loaded: &Loaded, enterprise: &StreamName) -> Result<(), Ap
 }
 
 /// A command of the operator: random identity (each POST is a new action), no nonce.
-fn admin_command(
+pub(super) fn admin_command(
     kind: &str,
     id: Uuid,
     body: &Value,

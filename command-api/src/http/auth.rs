@@ -5,7 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use events::domain::access::{self, AccessRejection, Scope};
-use events::domain::client::{client_id_of, Client};
+use events::domain::client::Client;
 use events::domain::enterprise::Enterprise;
 use events::domain::partner::{partner_id_of, Partner};
 use events::domain::user::User;
@@ -97,34 +97,14 @@ pub enum Role {
     Client,
 }
 
-pub fn user_stream(user_id: Uuid) -> StreamName {
-    stream("user", user_id)
-}
+pub use events::domain::stream::of::{
+    client as client_stream, connection as connection_stream, custody as custody_stream,
+    enterprise as enterprise_stream, partner as partner_stream, user as user_stream,
+};
 
-pub fn enterprise_stream(enterprise_id: Uuid) -> StreamName {
-    stream("enterprise", enterprise_id)
-}
-
-pub fn partner_stream(partner_id: Uuid) -> StreamName {
-    stream("partner", partner_id)
-}
-
-pub fn client_stream(enterprise_id: Uuid) -> StreamName {
-    stream("client", client_id_of(enterprise_id))
-}
-
-pub fn custody_stream(enterprise_id: Uuid) -> StreamName {
-    stream("custody", enterprise_id)
-}
-
-pub fn connection_stream(connection_id: Uuid) -> StreamName {
-    stream("connection", connection_id)
-}
-
-/// A stream named by a UUID; a UUID's text is always a valid stream id.
+/// A stream named by a UUID.
 pub fn stream(category: &'static str, id: Uuid) -> StreamName {
-    StreamName::for_uuid(category, id)
-        .unwrap_or_else(|_| unreachable!("uuid text is a valid stream id"))
+    events::domain::stream::named(category, id)
 }
 
 /// The streams every network command of `role` on `enterprise_id` loads for its access check.
@@ -191,19 +171,9 @@ pub fn check(
 
 /// Loads streams and decodes them for a decision or a check.
 pub async fn load(state: &AppState, streams: &[StreamName]) -> Result<Loaded, ApiError> {
-    let stored = state
-        .store
-        .load(streams)
+    events::store::load(&state.store, streams)
         .await
-        .map_err(ApiError::internal)?;
-    let mut loaded = Loaded::default();
-    for event in stored {
-        let decoded = events::codec::decode_event(&event.event).map_err(ApiError::internal)?;
-        let entry = loaded.streams.entry(event.stream.clone()).or_default();
-        entry.version = event.version;
-        entry.events.push(decoded);
-    }
-    Ok(loaded)
+        .map_err(ApiError::internal)
 }
 
 /// Loads the access streams and checks them (for queries and before signed commands).

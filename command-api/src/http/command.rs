@@ -73,8 +73,20 @@ pub async fn run(
     state: &AppState,
     request_id: &RequestId,
     spec: CommandSpec,
-    mut decide: impl FnMut(&Loaded, Timestamp) -> Decided,
+    decide: impl FnMut(&Loaded, Timestamp) -> Decided,
 ) -> Result<Response, ApiError> {
+    run_replayable(state, request_id, spec, decide)
+        .await
+        .map(|(response, _)| response)
+}
+
+/// As `run`, also saying whether the reply is an earlier outcome replayed.
+pub async fn run_replayable(
+    state: &AppState,
+    request_id: &RequestId,
+    spec: CommandSpec,
+    mut decide: impl FnMut(&Loaded, Timestamp) -> Decided,
+) -> Result<(Response, bool), ApiError> {
     let at = now();
     let command = Command {
         id: spec.id,
@@ -98,9 +110,8 @@ pub async fn run(
     })
     .await;
     match executed {
-        Ok(Executed::Committed { outcome, txid }) | Ok(Executed::Replayed { outcome, txid }) => {
-            render(&outcome, txid)
-        }
+        Ok(Executed::Committed { outcome, txid }) => Ok((render(&outcome, txid)?, false)),
+        Ok(Executed::Replayed { outcome, txid }) => Ok((render(&outcome, txid)?, true)),
         Ok(Executed::Rejected(error)) => Err(error),
         Err(ExecuteError::RequestMismatch) => Err(ApiError::conflict(
             "idempotency_conflict",

@@ -7,11 +7,13 @@ pub mod body;
 pub mod command;
 pub mod consistency;
 pub mod context;
+pub mod disputes;
 pub mod error;
 pub mod network;
 pub mod reads;
 pub mod settlements;
 pub mod views;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
@@ -22,10 +24,18 @@ use error::ApiError;
 /// The whole API as a value; `ops` adds `/livez`, `/readyz` and `/metrics`.
 pub fn router(state: AppState, ops: Router) -> Router {
     Router::new()
-        .nest("/api/admin/v1", admin::routes())
+        .nest(
+            "/api/admin/v1",
+            admin::routes()
+                .merge(disputes::admin_routes())
+                .merge(webhooks::admin_routes()),
+        )
         .nest(
             "/api/network",
-            network::routes().merge(settlements::routes()),
+            network::routes()
+                .merge(settlements::routes())
+                .merge(disputes::network_routes())
+                .merge(webhooks::network_routes()),
         )
         .fallback(|| async {
             ApiError::new(

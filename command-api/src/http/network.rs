@@ -171,7 +171,7 @@ pub(super) fn signed_spec(
     }
 }
 
-fn nonce_command(e: Uuid, signed: &SignedRequest) -> CommandId {
+pub(super) fn nonce_command(e: Uuid, signed: &SignedRequest) -> CommandId {
     CommandId::derive("signed", &[e.as_bytes(), signed.nonce().as_bytes()])
 }
 

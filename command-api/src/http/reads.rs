@@ -15,7 +15,7 @@ const PAGE_SIZE_DEFAULT: u32 = 100;
 const PAGE_SIZE_MAX: u32 = 1_000;
 
 /// RFC 3339 UTC with microseconds, as `views::time` writes it.
-const TIME: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
+pub(super) const TIME: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,7 +216,7 @@ fn settlement_json() -> String {
             'disputed', s.disputed, 'lossSLAAlertSent', false, 'gainSLAAlertSent', false,
             'phase', CASE WHEN s.status = 'completed' THEN 'done'
                           WHEN s.status = 'failed' OR s.api = 'v1' THEN 'executing'
-                          WHEN now() < s.dispute_window_ends_at THEN 'awaitingDisputes'
+                          WHEN NOT s.finalized THEN 'awaitingDisputes'
                           WHEN now() < s.top_up_window_ends_at THEN 'toppingUp'
                           ELSE 'executing' END,
             'disputeWindowEndsAt', to_char(s.dispute_window_ends_at AT TIME ZONE 'UTC', {TIME}),
@@ -232,16 +232,112 @@ fn settlement_json() -> String {
 /// SQL of a transfer object (`t` is `rm_settlement_transfers`).
 fn transfer_json() -> String {
     format!(
-        "json_build_object(
-            'id', t.id, 'settlementId', t.settlement_id, 'currency', t.currency, 'quantity', t.quantity::text,
+        "jsonb_strip_nulls(jsonb_build_object(
+            'id', t.id, 'settlementId', t.settlement_id, 'disputeClosureId', t.dispute_closure_id,
+            'currency', t.currency, 'quantity', t.quantity::text,
             'status', t.status, 'sourceTradingAccountId', t.source_trading_account_id,
             'sourceNetworkAccountId', t.source_network_account_id,
             'destinationTradingAccountId', t.destination_trading_account_id,
             'destinationNetworkAccountId', t.destination_network_account_id,
             'txIds', CASE WHEN t.status = 'completed' THEN json_build_array(t.id) ELSE '[]'::json END,
             'createdAt', to_char(t.created_at AT TIME ZONE 'UTC', {TIME}),
-            'updatedAt', to_char(t.updated_at AT TIME ZONE 'UTC', {TIME}))"
+            'updatedAt', to_char(t.updated_at AT TIME ZONE 'UTC', {TIME})))"
     )
+}
+
+/// SQL of a dispute object with its closure embedded (`d` is `rm_disputes`).
+fn dispute_json() -> String {
+    format!(
+        "jsonb_strip_nulls(jsonb_build_object(
+            'id', d.id, 'connectionId', d.connection_id, 'disputedSettlementId', d.settlement_id,
+            'userId', d.user_id, 'expectedTransfers', d.expected_transfers, 'reason', d.reason,
+            'retractedBy', d.retracted_by,
+            'retractedAt', to_char(d.retracted_at AT TIME ZONE 'UTC', {TIME}),
+            'retractedReason', d.retracted_reason, 'disputeClosureId', d.dispute_closure_id,
+            'settledInSettlementId', d.settled_in_settlement_id,
+            'createdAt', to_char(d.created_at AT TIME ZONE 'UTC', {TIME}),
+            'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC', {TIME})))
+         || jsonb_build_object('retracted', d.retracted,
+            'disputeClosure', (SELECT jsonb_build_object(
+                'id', c.id, 'closedBy', c.closed_by, 'userId', c.user_id, 'notes', c.notes, 'status', 'approved',
+                'adjustedTransfers', c.adjusted_transfers,
+                'adjustedSettlementTransfers', coalesce((SELECT jsonb_agg({} ORDER BY t.ordinal)
+                     FROM rm_settlement_transfers t WHERE t.dispute_closure_id = c.id), '[]'::jsonb),
+                'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', {TIME}))
+              FROM rm_dispute_closures c WHERE c.id = d.dispute_closure_id))",
+        transfer_json()
+    )
+}
+
+/// The filters of a dispute list (SPEC §6.1).
+#[derive(Debug, Default)]
+pub struct DisputeFilter {
+    pub settlement_ids: Option<Vec<Uuid>>,
+    pub settled_in_settlement_ids: Option<Vec<Uuid>>,
+    pub connection_ids: Option<Vec<Uuid>>,
+    pub closed: Option<bool>,
+    pub show_retracted: bool,
+}
+
+fn flag(
+    query: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<Option<bool>, ApiError> {
+    match query.get(key).map(String::as_str) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_filter",
+            format!("{key} must be true or false"),
+        )),
+    }
+}
+
+impl DisputeFilter {
+    pub fn parse(query: &std::collections::HashMap<String, String>) -> Result<Self, ApiError> {
+        Ok(Self {
+            settlement_ids: uuids(query, "settlementIds")?,
+            settled_in_settlement_ids: uuids(query, "settledInSettlementIds")?,
+            connection_ids: uuids(query, "connectionIds")?,
+            closed: flag(query, "closed")?,
+            show_retracted: flag(query, "showRetracted")?.unwrap_or(false),
+        })
+    }
+}
+
+/// Disputes on a partner's settlements (`Side::Partner`) or raised by a client (`Side::Client`).
+pub async fn disputes(
+    pool: &PgPool,
+    side: Side,
+    filter: &DisputeFilter,
+    page: Page,
+) -> Result<Vec<Value>, ApiError> {
+    let (column, e) = side.column();
+    let sql = format!(
+        "SELECT ({})::text FROM rm_disputes d
+         WHERE d.{column} = $1
+           AND ($2::uuid[] IS NULL OR d.settlement_id = ANY($2))
+           AND ($3::uuid[] IS NULL OR d.settled_in_settlement_id = ANY($3))
+           AND ($4::uuid[] IS NULL OR d.connection_id = ANY($4))
+           AND ($5::boolean IS NULL OR (d.dispute_closure_id IS NOT NULL) = $5)
+           AND ($6 OR NOT d.retracted)
+         ORDER BY d.created_at, d.id LIMIT $7 OFFSET $8",
+        dispute_json()
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(e)
+        .bind(&filter.settlement_ids)
+        .bind(&filter.settled_in_settlement_ids)
+        .bind(&filter.connection_ids)
+        .bind(filter.closed)
+        .bind(filter.show_retracted)
+        .bind(i64::from(page.size.min(i32::MAX as u32)))
+        .bind(page.offset as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(ApiError::internal)?;
+    decode(rows)
 }
 
 /// The filters of a settlement list (SPEC §6.1), from comma-separated query values.
@@ -411,27 +507,6 @@ pub async fn transfers(
         .bind(settlement_id)
         .bind(currencies)
         .bind(destinations)
-        .bind(i64::from(page.size))
-        .bind(page.offset as i64)
-        .fetch_all(pool)
-        .await
-        .map_err(ApiError::internal)?;
-    decode(rows)
-}
-
-/// A client enterprise's notification feed, oldest first.
-pub async fn notifications(
-    pool: &PgPool,
-    enterprise_id: Uuid,
-    page: Page,
-) -> Result<Vec<Value>, ApiError> {
-    let sql = format!(
-        "SELECT json_build_object('id', id, 'type', type, 'settlementId', settlement_id, 'partnerId', partner_id,
-                'externalId', external_id, 'createdAt', to_char(created_at AT TIME ZONE 'UTC', {TIME}))::text
-         FROM rm_notifications WHERE enterprise_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
-    );
-    let rows: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(enterprise_id)
         .bind(i64::from(page.size))
         .bind(page.offset as i64)
         .fetch_all(pool)

@@ -11,28 +11,30 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use events::codec::Actor;
 use events::domain::connection::Connection;
 use events::domain::custody::Custody;
+use events::domain::dispute::CarriedClosure;
 use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
-use events::domain::partner::{partner_id_of, Partner, PartnerCutoffAdvanced};
+use events::domain::partner::{Partner, PartnerCutoffAdvanced};
 use events::domain::settlement::{
-    Instruction, Settlement, SettlementApi, SettlementRecord, SettlementStaged, StageContext,
-    StageRejection, Status, Transfer,
+    failure_reason, Instruction, LifecycleRejection, Settlement, SettlementApi, SettlementRecord,
+    SettlementStaged, StageContext, StageRejection, Status, Transfer,
 };
-use events::domain::{CommandId, DomainEvent, StreamName};
+use events::domain::{CommandId, StreamName};
+use events::lifecycle::{self, Step};
 use events::store::Loaded;
 use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{
-    self, connection_stream, custody_stream, fold, partner_stream, stream, Caller, Role,
-};
+use super::auth::{self, connection_stream, custody_stream, fold, stream, Caller, Role};
 use super::body::{parse, RawBody};
-use super::command::{run, Decided, Reply};
+use super::command::{now, run, run_replayable, CommandSpec, Decided, Reply};
 use super::context::RequestId;
+use super::disputes;
 use super::error::ApiError;
 use super::network::{own_fields, read_access, recheck, side, signed_spec, signing_error, verify};
 use super::reads::{self, PageQuery, Side};
@@ -65,7 +67,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/enterprises/{e}/clients/notifications",
-            get(notifications),
+            get(super::webhooks::feed::<false>),
         )
         .route(
             &format!("/v1{partner}/settlements-signing"),
@@ -259,12 +261,12 @@ fn stage_error(e: StageRejection) -> ApiError {
 /// SPEC §5's settlement object.
 pub fn view(r: &SettlementRecord, now: Timestamp) -> Value {
     let s = &r.staged;
-    let dispute_ends = Timestamp(s.at.0.saturating_add(s.dispute_window_micros));
-    let top_up_ends = Timestamp(dispute_ends.0.saturating_add(s.top_up_window_micros));
+    let dispute_ends = r.dispute_window_ends();
+    let top_up_ends = r.top_up_window_ends();
     let (status, phase) = match (&r.status, s.api) {
         (Status::Completed { .. }, _) => ("completed", "done"),
         (Status::Failed { .. }, _) => ("failed", "executing"),
-        (Status::Pending, SettlementApi::V2) if now < dispute_ends => {
+        (Status::Pending, SettlementApi::V2) if r.finalized.is_none() => {
             ("pending", "awaitingDisputes")
         }
         (Status::Pending, SettlementApi::V2) if now < top_up_ends => ("pending", "toppingUp"),
@@ -281,7 +283,7 @@ pub fn view(r: &SettlementRecord, now: Timestamp) -> Value {
         "notes": s.notes,
         "createdAt": time(s.at),
         "updatedAt": time(r.updated_at),
-        "disputed": false,
+        "disputed": !r.disputes.is_empty(),
         "lossSLAAlertSent": false,
         "gainSLAAlertSent": false,
         "phase": phase,
@@ -293,12 +295,7 @@ pub fn view(r: &SettlementRecord, now: Timestamp) -> Value {
     }
     match &r.status {
         Status::Failed { short_currencies } => {
-            let names: Vec<&str> = short_currencies.iter().map(CurrencyCode::as_str).collect();
-            v["reason"] = format!(
-                "the partner's custody cannot cover its net outflow in {}",
-                names.join(", ")
-            )
-            .into();
+            v["reason"] = failure_reason(short_currencies).into();
         }
         Status::Completed { finalized_at } => v["finalizedAt"] = time(*finalized_at).into(),
         Status::Pending => {}
@@ -365,52 +362,30 @@ async fn settle(
         &[partner.id.as_bytes(), parsed.external_id.as_bytes()],
     );
     let settlement_id = Uuid::new_v5(&command_id.as_uuid(), b"settlement");
-    let connections: BTreeSet<Uuid> = parsed
+    let mut connections: BTreeSet<Uuid> = parsed
         .instructions
         .iter()
         .flat_map(|i| std::iter::once(i.destination).chain(i.source))
         .collect();
     let mut streams = auth::access_streams(&caller, e, Role::Partner);
     streams.push(settlement_stream(settlement_id));
-    streams.extend(connections.iter().map(|c| connection_stream(*c)));
     if api == SettlementApi::V1 {
         streams.push(custody_stream(e));
     }
-    let mut spec = signed_spec(&caller, e, &signed, key_id, command_id, streams.clone());
+
+    // Closed disputes waiting for this partner's next v2 settlement join it (SPEC §7.5): their
+    // connections and their disputed settlements are decided on too.
+    let closures: Vec<CarriedClosure> = match api {
+        SettlementApi::V2 => partner.pending_closures.values().cloned().collect(),
+        SettlementApi::V1 => vec![],
+    };
+    connections.extend(closures.iter().flat_map(closure_connections));
+    streams.extend(connections.iter().map(|c| connection_stream(*c)));
+    let disputed: BTreeSet<Uuid> = closures.iter().map(|c| c.disputed_settlement_id).collect();
+    streams.extend(disputed.iter().map(|s| settlement_stream(*s)));
+    let mut spec = signed_spec(&caller, e, &signed, key_id, command_id, streams);
     spec.request_hash = parsed.content_hash;
 
-    // v1: an identical re-POST of a failed settlement retries its execution (SPEC §8).
-    if api == SettlementApi::V1 {
-        let first = state
-            .store
-            .command_outcome(command_id)
-            .await
-            .map_err(ApiError::internal)?;
-        if first.is_some_and(|f| f.request_hash == parsed.content_hash) {
-            let failed = auth::load(&state, &[settlement_stream(settlement_id)]).await?;
-            let current: Settlement = fold(
-                &failed,
-                &settlement_stream(settlement_id),
-                Settlement::evolve,
-            );
-            if current
-                .record()
-                .is_some_and(|r| matches!(r.status, Status::Failed { .. }))
-            {
-                return retry(
-                    &state,
-                    &request_id,
-                    &caller,
-                    e,
-                    key_id,
-                    settlement_id,
-                    connections,
-                    &signed,
-                )
-                .await;
-            }
-        }
-    }
     let context = StagingInput {
         api,
         parsed,
@@ -421,10 +396,27 @@ async fn settle(
         signature: signed.signature().to_hex(),
         e,
     };
-    run(&state, &request_id, spec, |loaded, at| {
-        decide_settlement(loaded, &context, &connections, at)
+    let (response, replayed) = run_replayable(&state, &request_id, spec, |loaded, at| {
+        decide_settlement(loaded, &context, &connections, &disputed, at)
     })
-    .await
+    .await?;
+    // The same body again: for a failed settlement it retries the execution (SPEC §8, §9.3).
+    if replayed {
+        let current = load_settlement(&state, settlement_id).await?;
+        if current
+            .record()
+            .is_some_and(|r| matches!(r.status, Status::Failed { .. }))
+        {
+            let by = Retrier::Partner {
+                caller: &caller,
+                e,
+                key_id,
+                signed: &signed,
+            };
+            return retry(&state, &request_id, by, settlement_id).await;
+        }
+    }
+    Ok(response)
 }
 
 struct StagingInput {
@@ -449,32 +441,31 @@ fn fold_connections(loaded: &Loaded, ids: &BTreeSet<Uuid>) -> BTreeMap<Uuid, Con
         .collect()
 }
 
-/// Events on each stream they belong to.
-fn route(
-    events: Vec<DomainEvent>,
-    settlement: &StreamName,
-    partner_enterprise: Uuid,
-    partner_id: Uuid,
-) -> Vec<(StreamName, DomainEvent)> {
-    events
-        .into_iter()
-        .map(|event| {
-            let stream = match &event {
-                DomainEvent::FundsHeld(h) => connection_stream(h.connection_id),
-                DomainEvent::ConnectionSettled(c) => connection_stream(c.connection_id),
-                DomainEvent::CustodySettled(_) => custody_stream(partner_enterprise),
-                DomainEvent::PartnerCutoffAdvanced(_) => partner_stream(partner_id),
-                _ => settlement.clone(),
-            };
-            (stream, event)
-        })
-        .collect()
+/// Every connection a carried closure's transfers touch.
+fn closure_connections(c: &CarriedClosure) -> impl Iterator<Item = Uuid> + '_ {
+    c.transfers
+        .iter()
+        .flat_map(|t| std::iter::once(t.instruction.destination).chain(t.instruction.source))
+}
+
+/// A lifecycle refusal as the API answers it.
+pub fn lifecycle_error(e: LifecycleRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        LifecycleRejection::NotFound => ApiError::not_found("settlement"),
+        LifecycleRejection::Completed => ApiError::conflict("settlement_completed", message),
+        LifecycleRejection::AlreadyFinalized
+        | LifecycleRejection::DisputeWindowOpen
+        | LifecycleRejection::TopUpWindowOpen => ApiError::unprocessable("not_due", message),
+        LifecycleRejection::Money(m) => ApiError::bad_request(m.code(), message),
+    }
 }
 
 fn decide_settlement(
     loaded: &Loaded,
     input: &StagingInput,
     connection_ids: &BTreeSet<Uuid>,
+    disputed: &BTreeSet<Uuid>,
     at: Timestamp,
 ) -> Decided {
     let access = recheck(loaded, &input.caller, input.e, Role::Partner, input.key_id)?;
@@ -482,9 +473,27 @@ fn decide_settlement(
     let partner = partner
         .record()
         .ok_or_else(|| ApiError::forbidden("no_partner_record", "no partner record"))?;
-    let settlement_stream = settlement_stream(input.settlement_id);
-    let current: Settlement = fold(loaded, &settlement_stream, Settlement::evolve);
+    let current: Settlement = fold(
+        loaded,
+        &settlement_stream(input.settlement_id),
+        Settlement::evolve,
+    );
     let connections = fold_connections(loaded, connection_ids);
+    let closures: Vec<CarriedClosure> = match input.api {
+        SettlementApi::V2 => partner.pending_closures.values().cloned().collect(),
+        SettlementApi::V1 => vec![],
+    };
+    if closures.iter().any(|c| {
+        !closure_connections(c).all(|id| connection_ids.contains(&id))
+            || !disputed.contains(&c.disputed_settlement_id)
+    }) {
+        // A dispute was closed between the access check and this decision: go round again.
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "contention",
+            "a dispute closed while the settlement was staged; retry",
+        ));
+    }
     let transfers = input
         .parsed
         .instructions
@@ -517,6 +526,7 @@ fn decide_settlement(
         partner,
         connections: &connections,
         previous_cutoff: partner.last_cutoff,
+        closures: &closures,
     };
     let mut events = current
         .decide_stage(&context, staged, at)
@@ -545,7 +555,7 @@ fn decide_settlement(
         );
         let executed = settlement
             .decide_execute(&after, &custody, at)
-            .map_err(|m| ApiError::bad_request(m.code(), m.to_string()))?;
+            .map_err(lifecycle_error)?;
         settlement = executed.iter().fold(settlement, Settlement::evolve);
         events.extend(executed);
     }
@@ -554,63 +564,96 @@ fn decide_settlement(
         .ok_or_else(|| ApiError::internal("staged settlement missing"))?;
     let mut body = view(record, at);
     if input.api == SettlementApi::V2 {
-        body["settlingDisputes"] = json!([]);
+        let settling: Vec<Value> = closures
+            .iter()
+            .filter_map(|c| {
+                let old: Settlement = fold(
+                    loaded,
+                    &settlement_stream(c.disputed_settlement_id),
+                    Settlement::evolve,
+                );
+                let old = old.record()?;
+                let dispute = old.dispute(c.dispute_id)?;
+                Some(disputes::view(old, dispute, Some(input.settlement_id)))
+            })
+            .collect();
+        body["settlingDisputes"] = Value::Array(settling);
     }
     let reply = Reply::ok(json!({ "settlement": body }));
-    Ok((
-        route(
-            events,
-            &settlement_stream,
-            partner.enterprise_id,
-            partner.id,
-        ),
-        reply,
-    ))
+    Ok((lifecycle::route(events), reply))
 }
 
-/// Re-runs the execution of a failed v1 settlement (a new command each time).
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the retry needs the whole request context; a struct would only rename it"
-)]
-async fn retry(
+/// Loads one settlement from the event store (the write side's own state).
+pub async fn load_settlement(
+    state: &AppState,
+    settlement_id: Uuid,
+) -> Result<Settlement, ApiError> {
+    let stream = settlement_stream(settlement_id);
+    let loaded = auth::load(state, std::slice::from_ref(&stream)).await?;
+    Ok(fold(&loaded, &stream, Settlement::evolve))
+}
+
+/// Who asks for a retry of a failed execution.
+pub enum Retrier<'a> {
+    /// The partner, by re-sending the identical signed body.
+    Partner {
+        caller: &'a Caller,
+        e: Uuid,
+        key_id: Uuid,
+        signed: &'a SignedRequest,
+    },
+    /// An operator, through the admin retry route.
+    Admin,
+}
+
+/// Runs the execution of a failed settlement again now (a new command each time).
+pub async fn retry(
     state: &AppState,
     request_id: &RequestId,
-    caller: &Caller,
-    e: Uuid,
-    key_id: Uuid,
+    by: Retrier<'_>,
     settlement_id: Uuid,
-    connection_ids: BTreeSet<Uuid>,
-    signed: &SignedRequest,
 ) -> Result<Response, ApiError> {
-    let settlement = settlement_stream(settlement_id);
-    let mut streams = auth::access_streams(caller, e, Role::Partner);
-    streams.push(settlement.clone());
-    streams.extend(connection_ids.iter().map(|c| connection_stream(*c)));
-    streams.push(custody_stream(e));
-    let mut spec = signed_spec(
-        caller,
-        e,
-        signed,
-        key_id,
-        CommandId::from_uuid(Uuid::new_v4()),
-        streams,
-    );
-    spec.nonce = None;
+    let current = load_settlement(state, settlement_id).await?;
+    let record = current
+        .record()
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    let mut streams = lifecycle::streams(record, Step::Execute, now());
+    let id = CommandId::from_uuid(Uuid::new_v4());
+    let spec = match &by {
+        Retrier::Partner {
+            caller,
+            e,
+            key_id,
+            signed,
+        } => {
+            streams.extend(auth::access_streams(caller, *e, Role::Partner));
+            let mut spec = signed_spec(caller, *e, signed, *key_id, id, streams);
+            spec.nonce = None;
+            spec
+        }
+        Retrier::Admin => CommandSpec {
+            id,
+            request_hash: sha256(id.as_uuid().as_bytes()),
+            nonce: None,
+            streams,
+            actor: Actor::Admin,
+            key_id: None,
+        },
+    };
     run(state, request_id, spec, |loaded, at| {
-        recheck(loaded, caller, e, Role::Partner, key_id)?;
-        let current: Settlement = fold(loaded, &settlement, Settlement::evolve);
-        let connections = fold_connections(loaded, &connection_ids);
-        let custody: Custody = fold(loaded, &custody_stream(e), Custody::evolve);
-        let events = current
-            .decide_execute(&connections, &custody, at)
-            .map_err(|m| ApiError::bad_request(m.code(), m.to_string()))?;
-        let after = events.iter().fold(current, Settlement::evolve);
+        if let Retrier::Partner {
+            caller, e, key_id, ..
+        } = &by
+        {
+            recheck(loaded, caller, *e, Role::Partner, *key_id)?;
+        }
+        let (events, after) =
+            lifecycle::decide(loaded, settlement_id, Step::Execute, at).map_err(lifecycle_error)?;
         let record = after
             .record()
             .ok_or_else(|| ApiError::internal("settlement missing"))?;
         let reply = Reply::ok(json!({ "settlement": view(record, at) }));
-        Ok((route(events, &settlement, e, partner_id_of(e)), reply))
+        Ok((lifecycle::route(events), reply))
     })
     .await
 }
@@ -656,7 +699,7 @@ async fn list<const PARTNER: bool>(
     )))
 }
 
-fn page_of(query: &HashMap<String, String>) -> Result<reads::Page, ApiError> {
+pub(super) fn page_of(query: &HashMap<String, String>) -> Result<reads::Page, ApiError> {
     let fields: serde_json::Map<String, Value> = ["pageSize", "pageNumber", "cursor"]
         .iter()
         .filter_map(|k| {
@@ -722,9 +765,26 @@ async fn one<const PARTNER: bool>(
     };
     let transfers =
         reads::transfers(&s.pool, side, Some(id), currencies, destinations, all).await?;
-    Ok(Json(
-        json!({"settlement": settlement, "settlementTransfers": transfers, "settlingDisputes": [], "settlementDisputes": []}),
-    ))
+    let settling = reads::DisputeFilter {
+        settled_in_settlement_ids: Some(vec![id]),
+        show_retracted: true,
+        ..Default::default()
+    };
+    let disputed = reads::DisputeFilter {
+        settlement_ids: Some(vec![id]),
+        show_retracted: true,
+        ..Default::default()
+    };
+    let everything = reads::Page {
+        size: u32::MAX,
+        offset: 0,
+    };
+    Ok(Json(json!({
+        "settlement": settlement,
+        "settlementTransfers": transfers,
+        "settlingDisputes": reads::disputes(&s.pool, side, &settling, everything).await?,
+        "settlementDisputes": reads::disputes(&s.pool, side, &disputed, everything).await?,
+    })))
 }
 
 async fn client_transfers(
@@ -738,20 +798,4 @@ async fn client_transfers(
     let page = page_of(&query)?;
     let transfers = reads::transfers(&s.pool, Side::Client(e), None, None, None, page).await?;
     Ok(Json(reads::list("settlementTransfers", transfers, page)))
-}
-
-async fn notifications(
-    caller: Caller,
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(e): Path<Uuid>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    read_access(&s, &caller, &headers, e, Role::Client).await?;
-    let page = page_of(&query)?;
-    Ok(Json(reads::list(
-        "notifications",
-        reads::notifications(&s.pool, e, page).await?,
-        page,
-    )))
 }

@@ -4,9 +4,12 @@
 mod auth;
 mod connections;
 mod consistency;
+mod disputes;
 mod errors;
 mod lifecycle;
+mod lifecycle_rules;
 mod money;
 mod settlements;
 mod signatures;
 mod support;
+mod webhooks;

@@ -39,6 +39,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     api: Option<Running>,
     projector: Option<Running>,
+    finalizers: Vec<Running>,
 }
 
 /// A response, decoded.
@@ -99,6 +100,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             api: None,
             projector: None,
+            finalizers: Vec::new(),
         };
         app.start_api().await;
         app.start_projector().await;
@@ -145,6 +147,23 @@ impl TestApp {
         self.projector = Some(Running { stop, task });
     }
 
+    /// Starts a finalizer (several may run at once); failed executions are retried after
+    /// `retry_seconds`.
+    pub async fn start_finalizer(&mut self, retry_seconds: f64) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let config = finalizer::Config {
+            common: common(&self.db, &self.bus),
+            listen: listener.local_addr().expect("addr").to_string(),
+            retry_seconds,
+            poll_ms: 20,
+            lease_seconds: 30.0,
+            webhooks: finalizer::webhooks::WebhookConfig::default(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(finalizer::run(listener, config, stop.clone()));
+        self.finalizers.push(Running { stop, task });
+    }
+
     pub async fn stop_api(&mut self) {
         if let Some(api) = self.api.take() {
             api.stop().await;
@@ -158,6 +177,9 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
+        for finalizer in std::mem::take(&mut self.finalizers) {
+            finalizer.stop().await;
+        }
         self.stop_projector().await;
         self.stop_api().await;
         events::testing::jetstream_at(&nats_url())
@@ -332,6 +354,16 @@ pub struct World {
 }
 
 pub async fn world(app: &TestApp, amount_format: &str) -> World {
+    world_with(app, amount_format, Value::Null, Value::Null).await
+}
+
+/// As `world`, with the partner's dispute and top-up windows (minutes, or null).
+pub async fn world_with(
+    app: &TestApp,
+    amount_format: &str,
+    dispute_window: Value,
+    top_up_window: Value,
+) -> World {
     let client = tenant(app, "Client Co", 2).await;
     let partner = tenant(app, "Venue", 1).await;
     app.admin(
@@ -345,7 +377,7 @@ pub async fn world(app: &TestApp, amount_format: &str) -> World {
         .admin(
             Method::POST,
             &format!("/enterprises/{}/partner", partner.id),
-            json!({"name": "Venue", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null, "amountFormat": amount_format}),
+            json!({"name": "Venue", "broker": false, "clientDisputeWindowMinutes": dispute_window, "topUpWindowMinutes": top_up_window, "amountFormat": amount_format}),
         )
         .await;
     let partner_id = registered.expect(200, None)["partner"]["id"]

@@ -97,6 +97,44 @@ impl<P> std::fmt::Debug for Consumer<P> {
     }
 }
 
+/// How often a consumer holding its lock checks that the lock's connection is alive.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+/// How often a standby replica tries for the lock.
+const LOCK_STANDBY_POLL: Duration = Duration::from_millis(500);
+
+/// The advisory lock key of a consumer name (stable across processes and versions).
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("consumer:{name}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// Waits until this process holds the lock `key` on a connection of its own; `None` on shutdown.
+async fn hold_lock(
+    database_url: &str,
+    key: i64,
+    shutdown: &CancellationToken,
+) -> Option<PgConnection> {
+    use sqlx::Connection;
+    loop {
+        if let Ok(mut conn) = PgConnection::connect(database_url).await {
+            let won: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await;
+            if matches!(won, Ok(true)) {
+                return Some(conn);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(LOCK_STANDBY_POLL) => {}
+            () = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Reads (creating at 0) the checkpoint of `name`.
 pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     sqlx::query("INSERT INTO consumer_checkpoints (consumer, position, updated_at) VALUES ($1, 0, now()) ON CONFLICT DO NOTHING")
@@ -324,6 +362,55 @@ impl<P: Projection> Consumer<P> {
             Err(e) => bail!("cannot rewind consumer {}: {e}", self.config.name),
         }
         self.must_rewind = false;
+        Ok(())
+    }
+
+    /// As `run`, but applies only while this instance holds the consumer's session advisory
+    /// lock (on a connection of its own to `database_url`): of several replicas one applies and
+    /// the others stand by, instead of splitting a durable consumer's messages between them and
+    /// rewinding each other. Correctness never rests on the lock (each batch checks the
+    /// checkpoint in its transaction); it only keeps replicas from fighting.
+    pub async fn run_exclusive(
+        mut self,
+        database_url: &str,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let key = lock_key(&self.config.name);
+        while let Some(mut lock) = hold_lock(database_url, key, &shutdown).await {
+            tracing::info!(consumer = %self.config.name, "consumer lock held; applying");
+            // Another replica may have applied meanwhile: start again from the checkpoint, with
+            // the durable consumer recreated there.
+            self.checkpoint = load_checkpoint(&self.pool, &self.config.name).await?;
+            self.must_rewind = true;
+            let mut backoff = Duration::from_millis(100);
+            let mut checked = std::time::Instant::now();
+            loop {
+                // Between steps, never inside one: a step dropped halfway would leave fetched
+                // messages unacknowledged until JetStream redelivers them.
+                if checked.elapsed() >= LOCK_CHECK {
+                    if sqlx::query("SELECT 1").execute(&mut lock).await.is_err() {
+                        tracing::warn!(consumer = %self.config.name, "consumer lock lost; standing by");
+                        break;
+                    }
+                    checked = std::time::Instant::now();
+                }
+                let step = tokio::select! {
+                    step = self.step() => step,
+                    () = shutdown.cancelled() => return Ok(()),
+                };
+                match step {
+                    Ok(_) => backoff = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::warn!(consumer = %self.config.name, error = %e, "consumer step failed");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = shutdown.cancelled() => return Ok(()),
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

@@ -265,10 +265,13 @@ impl Connection {
             }
             (
                 Self::Present(mut r),
-                event @ (DomainEvent::FundsHeld(_) | DomainEvent::ConnectionSettled(_)),
+                event @ (DomainEvent::FundsHeld(_)
+                | DomainEvent::FundsReleased(_)
+                | DomainEvent::ConnectionSettled(_)),
             ) => {
                 let (connection_id, currency) = match event {
                     DomainEvent::FundsHeld(e) => (e.connection_id, e.currency.clone()),
+                    DomainEvent::FundsReleased(e) => (e.connection_id, e.currency.clone()),
                     DomainEvent::ConnectionSettled(e) => (e.connection_id, e.currency.clone()),
                     _ => return Self::Present(r),
                 };

@@ -1,5 +1,6 @@
-//! The enterprise aggregate: a tenant with its OES licence flag and its registered Ed25519 signing
-//! keys (SPEC §2, §4). Keys arrive already parsed and checked (not weak) by the signing rules.
+//! The enterprise aggregate: a tenant with its OES licence flag, its registered Ed25519 signing
+//! keys (SPEC §2, §4) and the URL its webhook notifications go to. Keys arrive already parsed and
+//! checked (not weak) by the signing rules; webhook URLs are checked here.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ use super::event::{DomainEvent, Timestamp};
 pub const ENTERPRISE_NAME_LEN_MAX: usize = 200;
 /// Most active signing keys per enterprise.
 pub const SIGNING_KEYS_ACTIVE_MAX: usize = 32;
+/// Longest webhook URL, in bytes.
+pub const WEBHOOK_URL_LEN_MAX: usize = 2000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnterpriseCreated {
@@ -43,6 +46,14 @@ pub struct SigningKeyRevoked {
     pub at: Timestamp,
 }
 
+/// The enterprise's webhook URL was set (`Some`) or cleared (`None`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookConfigured {
+    pub enterprise_id: Uuid,
+    pub url: Option<String>,
+    pub at: Timestamp,
+}
+
 /// One registered key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SigningKey {
@@ -57,6 +68,10 @@ pub struct EnterpriseRecord {
     pub name: String,
     pub oes_license: bool,
     pub keys: BTreeMap<Uuid, SigningKey>,
+    /// Where notifications are delivered, if anywhere.
+    pub webhook_url: Option<String>,
+    /// When the webhook URL was last set or cleared; `None` if it never was.
+    pub webhook_updated_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -130,6 +145,8 @@ impl Enterprise {
                 name: e.name.clone(),
                 oes_license: e.oes_license,
                 keys: BTreeMap::new(),
+                webhook_url: None,
+                webhook_updated_at: None,
                 created_at: e.at,
                 updated_at: e.at,
             }),
@@ -153,6 +170,11 @@ impl Enterprise {
                 if let Some(key) = r.keys.get_mut(&e.key_id) {
                     key.revoked_at = Some(e.at);
                 }
+                Self::Active(r)
+            }
+            (Self::Active(mut r), DomainEvent::WebhookConfigured(e)) => {
+                r.webhook_url = e.url.clone();
+                r.webhook_updated_at = Some(e.at);
                 Self::Active(r)
             }
             (state, _) => state,
@@ -235,6 +257,163 @@ impl Enterprise {
             // Unreachable combinations were answered above.
             _ => Err(EnterpriseRejection::NotFound),
         }
+    }
+}
+
+/// Why a webhook URL was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookUrlError {
+    #[error("the webhook URL is longer than {WEBHOOK_URL_LEN_MAX} bytes")]
+    TooLong,
+    #[error("the webhook URL must start with http:// or https://")]
+    NotHttp,
+    #[error("the webhook URL may hold only visible ASCII characters (percent-encode the rest)")]
+    BadCharacter,
+    #[error("the webhook URL has no host")]
+    NoHost,
+    #[error("the webhook URL's host is not a valid host name or IP literal")]
+    BadHost,
+    #[error("the webhook URL's port is not a number from 1 to 65535")]
+    BadPort,
+    #[error("the webhook URL may not carry credentials (user:password@)")]
+    Credentials,
+    #[error("the webhook URL may not carry a fragment (#...): it is never sent")]
+    Fragment,
+    #[error("the webhook URL has a '%' not followed by two hex digits")]
+    BadEscape,
+}
+
+/// Every way configuring a webhook can be refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRejection {
+    #[error("the enterprise does not exist")]
+    NotFound,
+    #[error(transparent)]
+    Url(#[from] WebhookUrlError),
+}
+
+/// Checks a webhook URL: `http://` or `https://`, a host (name, IPv4 or `[IPv6]`), an optional
+/// port, then any path and query of visible ASCII with valid percent escapes. The scheme and
+/// host are kept as written; senders compare URLs byte for byte.
+pub fn parse_webhook_url(url: &str) -> Result<&str, WebhookUrlError> {
+    if url.len() > WEBHOOK_URL_LEN_MAX {
+        return Err(WebhookUrlError::TooLong);
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(WebhookUrlError::BadCharacter);
+    }
+    let lower = url.to_ascii_lowercase();
+    let scheme_len = ["https://", "http://"]
+        .iter()
+        .find(|s| lower.starts_with(**s))
+        .map(|s| s.len())
+        .ok_or(WebhookUrlError::NotHttp)?;
+    let rest = &url[scheme_len..];
+    if rest.contains('#') {
+        return Err(WebhookUrlError::Fragment);
+    }
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    if authority.contains('@') {
+        return Err(WebhookUrlError::Credentials);
+    }
+    check_authority(authority)?;
+    check_escapes(tail)?;
+    Ok(url)
+}
+
+fn check_authority(authority: &str) -> Result<(), WebhookUrlError> {
+    if authority.is_empty() {
+        return Err(WebhookUrlError::NoHost);
+    }
+    let (host, port) = if let Some(literal) = authority.strip_prefix('[') {
+        let (inside, after) = literal.split_once(']').ok_or(WebhookUrlError::BadHost)?;
+        let ipv6 = !inside.is_empty()
+            && inside.contains(':')
+            && inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ipv6 {
+            return Err(WebhookUrlError::BadHost);
+        }
+        match after {
+            "" => (inside, None),
+            _ => (
+                inside,
+                Some(after.strip_prefix(':').ok_or(WebhookUrlError::BadHost)?),
+            ),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(WebhookUrlError::NoHost);
+    }
+    // A name may end in one dot (fully qualified); IP literals were checked above.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !authority.starts_with('[') && !labels_ok {
+        return Err(WebhookUrlError::BadHost);
+    }
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65_535).contains(&p));
+        if !valid {
+            return Err(WebhookUrlError::BadPort);
+        }
+    }
+    Ok(())
+}
+
+fn check_escapes(text: &str) -> Result<(), WebhookUrlError> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or(WebhookUrlError::BadEscape)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(WebhookUrlError::BadEscape);
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+impl Enterprise {
+    /// Sets (`Some`) or clears (`None`) the webhook URL. Setting the URL it already has, or
+    /// clearing an unset one, records nothing.
+    pub fn decide_webhook(
+        &self,
+        url: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, WebhookRejection> {
+        let record = self.record().ok_or(WebhookRejection::NotFound)?;
+        let url = url.map(parse_webhook_url).transpose()?;
+        if record.webhook_url.as_deref() == url {
+            return Ok(vec![]);
+        }
+        Ok(vec![WebhookConfigured {
+            enterprise_id: record.id,
+            url: url.map(str::to_owned),
+            at: now,
+        }
+        .into()])
     }
 }
 
@@ -365,6 +544,99 @@ mod tests {
         assert!(given(&[created(), key_registered(), key_revoked()])
             .decide(again, NOW)
             .is_ok());
+    }
+
+    fn webhook_set(url: Option<&str>) -> DomainEvent {
+        WebhookConfigured {
+            enterprise_id: ID,
+            url: url.map(str::to_owned),
+            at: NOW,
+        }
+        .into()
+    }
+
+    #[test]
+    fn decides_webhooks() {
+        let check = |history: &[DomainEvent], url: Option<&str>, expected| {
+            assert_eq!(given(history).decide_webhook(url, NOW), expected, "{url:?}");
+        };
+        let hook = "https://hooks.example.com/settle?tenant=7";
+        check(&[], Some(hook), Err(WebhookRejection::NotFound));
+        check(&[created()], Some(hook), Ok(vec![webhook_set(Some(hook))]));
+        check(
+            &[created(), webhook_set(Some(hook))],
+            Some(hook),
+            Ok(vec![]),
+        );
+        let other = "http://127.0.0.1:9000/in";
+        check(
+            &[created(), webhook_set(Some(hook))],
+            Some(other),
+            Ok(vec![webhook_set(Some(other))]),
+        );
+        check(
+            &[created(), webhook_set(Some(hook))],
+            None,
+            Ok(vec![webhook_set(None)]),
+        );
+        check(&[created()], None, Ok(vec![]));
+        check(
+            &[created(), webhook_set(Some(hook)), webhook_set(None)],
+            None,
+            Ok(vec![]),
+        );
+        check(
+            &[created()],
+            Some("ftp://example.com/"),
+            Err(WebhookRejection::Url(WebhookUrlError::NotHttp)),
+        );
+        let state = given(&[created(), webhook_set(Some(hook))]);
+        let record = state.record().expect("created");
+        assert_eq!(
+            (record.webhook_url.as_deref(), record.webhook_updated_at),
+            (Some(hook), Some(NOW))
+        );
+    }
+
+    #[test]
+    fn checks_webhook_urls() {
+        use WebhookUrlError::*;
+        let long = format!("https://example.com/{}", "a".repeat(WEBHOOK_URL_LEN_MAX));
+        let cases: &[(&str, Result<(), WebhookUrlError>)] = &[
+            ("https://example.com", Ok(())),
+            ("HTTPS://Example.COM/a/b?c=d&e=%2F", Ok(())),
+            ("http://localhost:8080/hook", Ok(())),
+            ("http://10.0.0.1/", Ok(())),
+            ("http://[::1]:9000/x", Ok(())),
+            ("https://example.com./x", Ok(())),
+            ("https://my_host.internal?x", Ok(())),
+            (&long, Err(TooLong)),
+            ("example.com/hook", Err(NotHttp)),
+            ("mailto:ops@example.com", Err(NotHttp)),
+            ("https://exa mple.com", Err(BadCharacter)),
+            ("https://exämple.com", Err(BadCharacter)),
+            ("https://", Err(NoHost)),
+            ("https:///path", Err(NoHost)),
+            ("https://:80/", Err(NoHost)),
+            ("https://a..b/", Err(BadHost)),
+            ("https://-a.com/", Err(BadHost)),
+            ("https://[zz]/", Err(BadHost)),
+            ("https://[::1/", Err(BadHost)),
+            ("https://example.com:0/", Err(BadPort)),
+            ("https://example.com:65536/", Err(BadPort)),
+            ("https://example.com:/", Err(BadPort)),
+            ("https://example.com:8a/", Err(BadPort)),
+            ("https://user:pw@example.com/", Err(Credentials)),
+            ("https://example.com/#top", Err(Fragment)),
+            ("https://example.com/%zz", Err(BadEscape)),
+            ("https://example.com/%4", Err(BadEscape)),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(parse_webhook_url(url).map(|_| ()), *expected, "{url}");
+        }
+        let just_fits = format!("https://e.com/{}", "a".repeat(WEBHOOK_URL_LEN_MAX - 14));
+        assert_eq!(just_fits.len(), WEBHOOK_URL_LEN_MAX);
+        assert!(parse_webhook_url(&just_fits).is_ok());
     }
 
     #[test]

@@ -10,13 +10,17 @@ use super::connection::{
     AllocationCleared, AllocationReleased, ConnectionCreated, ConnectionUpdated,
 };
 use super::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
+use super::dispute::{
+    ClosureQueued, ClosuresAssigned, ClosuresJoined, DisputeClosed, DisputeRaised, DisputeUpdated,
+};
 use super::enterprise::{
     EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
+    WebhookConfigured,
 };
 use super::partner::{PartnerCutoffAdvanced, PartnerRegistered, PartnerUpdated};
 use super::settlement::{
-    ConnectionSettled, CustodySettled, FundsHeld, SettlementExecuted, SettlementFailed,
-    SettlementStaged,
+    ConnectionSettled, CustodySettled, FundsHeld, FundsReleased, SettlementExecuted,
+    SettlementFailed, SettlementFinalized, SettlementStaged,
 };
 use super::user::UserCreated;
 
@@ -97,4 +101,13 @@ vocabulary! {
     SettlementExecuted = 20 v 1,
     SettlementFailed = 21 v 1,
     PartnerCutoffAdvanced = 22 v 1,
+    DisputeRaised = 23 v 1,
+    DisputeUpdated = 24 v 1,
+    DisputeClosed = 25 v 1,
+    ClosureQueued = 26 v 1,
+    ClosuresJoined = 27 v 1,
+    ClosuresAssigned = 28 v 1,
+    SettlementFinalized = 29 v 1,
+    FundsReleased = 30 v 1,
+    WebhookConfigured = 31 v 1,
 }

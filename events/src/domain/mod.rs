@@ -5,6 +5,7 @@ pub mod access;
 pub mod client;
 pub mod connection;
 pub mod custody;
+pub mod dispute;
 pub mod enterprise;
 pub mod event;
 pub mod ids;

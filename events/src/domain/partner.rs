@@ -2,10 +2,13 @@
 //! its dispute and top-up window lengths and the amount format it writes instructions in.
 //! A partner's id is derived from its enterprise's (one partner record per enterprise).
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::dispute::CarriedClosure;
 use super::event::{DomainEvent, Timestamp};
 use super::money::AmountFormat;
 
@@ -91,6 +94,8 @@ pub struct PartnerRecord {
     pub amount_format: AmountFormat,
     /// `cutoffAt` of the latest v2 settlement.
     pub last_cutoff: Option<Timestamp>,
+    /// Closed disputes whose transfers wait for the next v2 settlement, by dispute id.
+    pub pending_closures: BTreeMap<Uuid, CarriedClosure>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -163,11 +168,23 @@ impl Partner {
                 top_up_window: e.top_up_window,
                 amount_format: e.amount_format,
                 last_cutoff: None,
+                pending_closures: BTreeMap::new(),
                 created_at: e.at,
                 updated_at: e.at,
             }),
             (Self::Present(mut r), DomainEvent::PartnerCutoffAdvanced(e)) => {
                 r.last_cutoff = Some(e.cutoff_at);
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::ClosureQueued(e)) => {
+                r.pending_closures
+                    .insert(e.closure.dispute_id, e.closure.clone());
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::ClosuresAssigned(e)) => {
+                for id in &e.dispute_ids {
+                    r.pending_closures.remove(id);
+                }
                 Self::Present(r)
             }
             (Self::Present(mut r), DomainEvent::PartnerUpdated(e)) => {

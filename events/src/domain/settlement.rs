@@ -5,16 +5,20 @@
 //! Signs: a `+` quantity moves value from the source (the partner's custody, or the source
 //! connection for broker instructions) to the destination connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::connection::Connection;
 use super::custody::Custody;
+use super::dispute::{
+    evolve_disputes, CarriedClosure, ClosuresAssigned, ClosuresJoined, DisputeRecord,
+};
 use super::event::{DomainEvent, Timestamp};
 use super::money::{Balance, CurrencyCode, MoneyError};
 use super::partner::PartnerRecord;
+use super::stream::{of, StreamName};
 
 /// How far in the future a `cutoffAt` may be, in microseconds (5 minutes).
 pub const CUTOFF_AHEAD_MICROS_MAX: i64 = 5 * 60 * 1_000_000;
@@ -101,6 +105,24 @@ pub struct CustodySettled {
     pub at: Timestamp,
 }
 
+/// Holds of a connection given back: a withheld connection's at finalization (connection stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsReleased {
+    pub connection_id: Uuid,
+    pub settlement_id: Uuid,
+    pub currency: CurrencyCode,
+    pub quantity: i128,
+    pub at: Timestamp,
+}
+
+/// The dispute window closed: disputes are frozen and connections with open disputes withheld.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementFinalized {
+    pub settlement_id: Uuid,
+    pub withheld_connections: Vec<Uuid>,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementExecuted {
     pub settlement_id: Uuid,
@@ -122,11 +144,24 @@ pub enum Status {
     Completed { finalized_at: Timestamp },
 }
 
+/// What finalization decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finalized {
+    pub withheld: BTreeSet<Uuid>,
+    pub at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementRecord {
     pub staged: SettlementStaged,
     pub status: Status,
     pub updated_at: Timestamp,
+    /// Disputes raised on this settlement, by id.
+    pub disputes: BTreeMap<Uuid, DisputeRecord>,
+    /// Closures of earlier disputes whose transfers joined this settlement at staging.
+    pub joined: Vec<CarriedClosure>,
+    /// Set when the dispute window was closed (v2 only).
+    pub finalized: Option<Finalized>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -172,6 +207,23 @@ pub enum StageRejection {
     Money(#[from] MoneyError),
 }
 
+/// Why a settlement cannot be finalized or executed now; nothing is written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleRejection {
+    #[error("the settlement does not exist")]
+    NotFound,
+    #[error("the settlement is completed")]
+    Completed,
+    #[error("the settlement is already finalized")]
+    AlreadyFinalized,
+    #[error("the dispute window has not closed yet")]
+    DisputeWindowOpen,
+    #[error("the top-up window has not closed yet")]
+    TopUpWindowOpen,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
 /// What staging needs to know besides the settlement itself.
 #[derive(Clone, Debug)]
 pub struct StageContext<'a> {
@@ -180,6 +232,9 @@ pub struct StageContext<'a> {
     pub connections: &'a BTreeMap<Uuid, Connection>,
     /// `cutoffAt` of the partner's previous v2 settlement.
     pub previous_cutoff: Option<Timestamp>,
+    /// Closed disputes of earlier settlements waiting for this partner's next v2 settlement;
+    /// their connections must be in `connections`.
+    pub closures: &'a [CarriedClosure],
 }
 
 /// Net effect per (connection, currency): `+` it gains. Checked; never panics.
@@ -272,7 +327,31 @@ impl Settlement {
                     staged: e.clone(),
                     status: Status::Pending,
                     updated_at: e.at,
+                    disputes: BTreeMap::new(),
+                    joined: Vec::new(),
+                    finalized: None,
                 }))
+            }
+            (Self::Present(mut r), DomainEvent::ClosuresJoined(e)) => {
+                r.joined.extend(e.closures.iter().cloned());
+                Self::Present(r)
+            }
+            (Self::Present(mut r), DomainEvent::SettlementFinalized(e)) => {
+                r.finalized = Some(Finalized {
+                    withheld: e.withheld_connections.iter().copied().collect(),
+                    at: e.at,
+                });
+                r.updated_at = e.at;
+                Self::Present(r)
+            }
+            (
+                Self::Present(mut r),
+                event @ (DomainEvent::DisputeRaised(_)
+                | DomainEvent::DisputeUpdated(_)
+                | DomainEvent::DisputeClosed(_)),
+            ) => {
+                evolve_disputes(&mut r.disputes, event);
+                Self::Present(r)
             }
             (Self::Present(mut r), DomainEvent::SettlementExecuted(e)) => {
                 r.status = Status::Completed { finalized_at: e.at };
@@ -291,7 +370,9 @@ impl Settlement {
     }
 
     /// Stages a settlement: the `SettlementStaged` event and one `FundsHeld` per connection and
-    /// currency whose net is a loss, each covered by the connection's available balance.
+    /// currency whose net is a loss, each covered by the connection's available balance. A v2
+    /// settlement also takes in every queued closure of the partner (`ClosuresJoined` here,
+    /// `ClosuresAssigned` on the partner), and their transfers count in the liability check.
     pub fn decide_stage(
         &self,
         context: &StageContext<'_>,
@@ -301,7 +382,7 @@ impl Settlement {
         if self.record().is_some() {
             return Err(StageRejection::AlreadyExists);
         }
-        let instructions: Vec<Instruction> = staged
+        let mut instructions: Vec<Instruction> = staged
             .transfers
             .iter()
             .map(|t| t.instruction.clone())
@@ -321,6 +402,15 @@ impl Settlement {
                 return Err(StageRejection::CutoffNotAfterPrevious);
             }
         }
+        let closures: &[CarriedClosure] = match staged.api {
+            SettlementApi::V2 => context.closures,
+            SettlementApi::V1 => &[],
+        };
+        instructions.extend(
+            closures
+                .iter()
+                .flat_map(|c| c.transfers.iter().map(|t| t.instruction.clone())),
+        );
         let nets = nets(&instructions)?;
         let mut shortfalls = Vec::new();
         let mut holds = Vec::new();
@@ -353,53 +443,134 @@ impl Settlement {
         if !shortfalls.is_empty() {
             return Err(StageRejection::Liabilities(shortfalls));
         }
+        let (settlement_id, partner_id) = (staged.settlement_id, staged.partner_id);
         let mut events: Vec<DomainEvent> = vec![staged.into()];
+        if !closures.is_empty() {
+            events.push(
+                ClosuresJoined {
+                    settlement_id,
+                    closures: closures.to_vec(),
+                    at: now,
+                }
+                .into(),
+            );
+            events.push(
+                ClosuresAssigned {
+                    partner_id,
+                    settlement_id,
+                    dispute_ids: closures.iter().map(|c| c.dispute_id).collect(),
+                    at: now,
+                }
+                .into(),
+            );
+        }
         events.extend(holds.into_iter().map(DomainEvent::from));
         Ok(events)
     }
 
-    /// Executes every transfer together: held losses go to the partner's custody, gains come from
-    /// it. When the custody cannot cover its net outflow in some currency, only
-    /// `SettlementFailed` is recorded (naming them) and the holds stay. Nothing once completed.
+    /// Closes the dispute window (SPEC §9.2): every connection with an open dispute is withheld,
+    /// and its holds for this settlement are given back. Due at `createdAt + D`.
+    pub fn decide_finalize(&self, now: Timestamp) -> Result<Vec<DomainEvent>, LifecycleRejection> {
+        let record = self.record().ok_or(LifecycleRejection::NotFound)?;
+        if record.staged.api == SettlementApi::V1 || record.finalized.is_some() {
+            return Err(LifecycleRejection::AlreadyFinalized);
+        }
+        if now < record.dispute_window_ends() {
+            return Err(LifecycleRejection::DisputeWindowOpen);
+        }
+        let withheld: BTreeSet<Uuid> = record
+            .disputes
+            .values()
+            .filter(|d| d.is_open())
+            .map(|d| d.connection_id)
+            .collect();
+        let before = holds_of(&nets(&record.instructions(|_| true))?);
+        let after = holds_of(&nets(
+            &record.instructions(|i| !withheld_any(&withheld, i)),
+        )?);
+        let settlement_id = record.staged.settlement_id;
+        let mut events: Vec<DomainEvent> = Vec::new();
+        for (key, held) in &before {
+            let still = after.get(key).copied().unwrap_or(0);
+            if still < *held {
+                events.push(
+                    FundsReleased {
+                        connection_id: key.0,
+                        settlement_id,
+                        currency: key.1.clone(),
+                        quantity: held - still,
+                        at: now,
+                    }
+                    .into(),
+                );
+            }
+        }
+        // A broker instruction withheld on one side can leave the other side owing more than
+        // it held; execution then fails naming that currency rather than overdrawing.
+        events.push(
+            SettlementFinalized {
+                settlement_id,
+                withheld_connections: withheld.into_iter().collect(),
+                at: now,
+            }
+            .into(),
+        );
+        Ok(events)
+    }
+
+    /// Executes every transfer that is not withheld, together (SPEC §9.3): held losses go to the
+    /// partner's custody, gains come from it. When the custody cannot cover its net outflow in
+    /// some currency (or a connection's hold no longer covers its loss), `SettlementFailed`
+    /// names the currencies and the holds stay; each failed attempt is recorded. A v2
+    /// settlement executes once finalized and its top-up window has closed.
     pub fn decide_execute(
         &self,
         connections: &BTreeMap<Uuid, Connection>,
         partner_custody: &Custody,
         now: Timestamp,
-    ) -> Result<Vec<DomainEvent>, MoneyError> {
-        let Some(record) = self.record() else {
-            return Ok(vec![]);
-        };
+    ) -> Result<Vec<DomainEvent>, LifecycleRejection> {
+        let record = self.record().ok_or(LifecycleRejection::NotFound)?;
         if matches!(record.status, Status::Completed { .. }) {
-            return Ok(vec![]);
+            return Err(LifecycleRejection::Completed);
+        }
+        if record.staged.api == SettlementApi::V2 {
+            if record.finalized.is_none() {
+                return Err(LifecycleRejection::DisputeWindowOpen);
+            }
+            if now < record.top_up_window_ends() {
+                return Err(LifecycleRejection::TopUpWindowOpen);
+            }
         }
         let staged = &record.staged;
-        let instructions: Vec<Instruction> = staged
-            .transfers
-            .iter()
-            .map(|t| t.instruction.clone())
-            .collect();
-        let nets = nets(&instructions)?;
+        let withheld = record
+            .finalized
+            .as_ref()
+            .map(|f| f.withheld.clone())
+            .unwrap_or_default();
+        let nets = nets(&record.instructions(|i| !withheld_any(&withheld, i)))?;
         let outflows = partner_outflows(&nets)?;
-        let short: Vec<CurrencyCode> = outflows
+        let mut short: BTreeSet<CurrencyCode> = outflows
             .iter()
             .filter(|(currency, outflow)| {
                 **outflow > 0 && partner_custody.balance(currency).available() < **outflow
             })
             .map(|(currency, _)| currency.clone())
             .collect();
+        for ((connection_id, currency), net) in &nets {
+            let held = connections
+                .get(connection_id)
+                .map_or(0, |c| c.balance(currency).held());
+            if *net < 0 && held < net.checked_neg().ok_or(MoneyError::Overflow)? {
+                short.insert(currency.clone());
+            }
+        }
         if !short.is_empty() {
-            let already = matches!(&record.status, Status::Failed { short_currencies } if *short_currencies == short);
-            return Ok(if already {
-                vec![]
-            } else {
-                vec![SettlementFailed {
-                    settlement_id: staged.settlement_id,
-                    short_currencies: short,
-                    at: now,
-                }
-                .into()]
-            });
+            return Ok(vec![SettlementFailed {
+                settlement_id: staged.settlement_id,
+                short_currencies: short.into_iter().collect(),
+                at: now,
+            }
+            .into()]);
         }
         let settlement_id = staged.settlement_id;
         let mut events: Vec<DomainEvent> = Vec::new();
@@ -456,10 +627,73 @@ impl Settlement {
     }
 }
 
+impl SettlementRecord {
+    /// The instructions of every transfer (own and joined) that `keep` accepts.
+    pub fn instructions(&self, keep: impl Fn(&Instruction) -> bool) -> Vec<Instruction> {
+        self.all_transfers()
+            .map(|t| &t.instruction)
+            .filter(|i| keep(i))
+            .cloned()
+            .collect()
+    }
+
+    /// Every connection a transfer of this settlement touches.
+    pub fn connections(&self) -> BTreeSet<Uuid> {
+        self.all_transfers()
+            .flat_map(|t| std::iter::once(t.instruction.destination).chain(t.instruction.source))
+            .collect()
+    }
+}
+
+/// An instruction is withheld when either connection it touches is.
+fn withheld_any(withheld: &BTreeSet<Uuid>, i: &Instruction) -> bool {
+    withheld.contains(&i.destination) || i.source.is_some_and(|s| withheld.contains(&s))
+}
+
+/// The hold each net loss needs.
+fn holds_of(nets: &BTreeMap<(Uuid, CurrencyCode), i128>) -> BTreeMap<(Uuid, CurrencyCode), i128> {
+    nets.iter()
+        .filter(|(_, net)| **net < 0)
+        .map(|(key, net)| (key.clone(), net.saturating_neg()))
+        .collect()
+}
+
+/// Why an execution attempt failed, as the settlement's `reason` says it.
+pub fn failure_reason(short_currencies: &[CurrencyCode]) -> String {
+    let names: Vec<&str> = short_currencies.iter().map(CurrencyCode::as_str).collect();
+    format!(
+        "the partner's custody cannot cover its net outflow in {}",
+        names.join(", ")
+    )
+}
+
+/// The stream a settlement-lifecycle event is recorded on; `None` for other events.
+pub fn stream_of(event: &DomainEvent) -> Option<StreamName> {
+    Some(match event {
+        DomainEvent::SettlementStaged(e) => of::settlement(e.settlement_id),
+        DomainEvent::SettlementExecuted(e) => of::settlement(e.settlement_id),
+        DomainEvent::SettlementFailed(e) => of::settlement(e.settlement_id),
+        DomainEvent::SettlementFinalized(e) => of::settlement(e.settlement_id),
+        DomainEvent::ClosuresJoined(e) => of::settlement(e.settlement_id),
+        DomainEvent::DisputeRaised(e) => of::settlement(e.settlement_id),
+        DomainEvent::DisputeUpdated(e) => of::settlement(e.settlement_id),
+        DomainEvent::DisputeClosed(e) => of::settlement(e.settlement_id),
+        DomainEvent::FundsHeld(e) => of::connection(e.connection_id),
+        DomainEvent::FundsReleased(e) => of::connection(e.connection_id),
+        DomainEvent::ConnectionSettled(e) => of::connection(e.connection_id),
+        DomainEvent::CustodySettled(e) => of::custody(e.enterprise_id),
+        DomainEvent::PartnerCutoffAdvanced(e) => of::partner(e.partner_id),
+        DomainEvent::ClosureQueued(e) => of::partner(e.partner_id),
+        DomainEvent::ClosuresAssigned(e) => of::partner(e.partner_id),
+        _ => return None,
+    })
+}
+
 /// A connection balance after a settlement event of this connection (used by `Connection::evolve`).
 pub fn apply_to_balance(balance: Balance, event: &DomainEvent) -> Result<Balance, MoneyError> {
     match event {
         DomainEvent::FundsHeld(e) => balance.hold(e.quantity),
+        DomainEvent::FundsReleased(e) => balance.release(e.quantity),
         DomainEvent::ConnectionSettled(e) => {
             balance.consume_held(e.consumed_held)?.credit(e.credited)
         }
@@ -500,6 +734,7 @@ mod tests {
             top_up_window: None,
             amount_format: AmountFormat::BaseUnits,
             last_cutoff: None,
+            pending_closures: BTreeMap::new(),
             created_at: NOW,
             updated_at: NOW,
         }
@@ -596,6 +831,7 @@ mod tests {
                 partner: p,
                 connections: conns,
                 previous_cutoff: previous,
+                closures: &[],
             },
             s,
             NOW,
@@ -736,6 +972,7 @@ mod tests {
             partner: &p,
             connections: &conns,
             previous_cutoff: None,
+            closures: &[],
         };
         assert_eq!(
             present.decide_stage(&context, v2(vec![]), NOW),
@@ -782,6 +1019,8 @@ mod tests {
         let settlement = staged_events
             .iter()
             .fold(Settlement::Absent, Settlement::evolve);
+        let finalized = settlement.decide_finalize(NOW).unwrap();
+        let settlement = finalized.iter().fold(settlement, Settlement::evolve);
         let mut c1 = staged_events
             .iter()
             .fold(conns[&C1].clone(), |c, e| c.evolve(e));
@@ -813,8 +1052,8 @@ mod tests {
             settlement
                 .decide_execute(&after_staging, &poor, NOW)
                 .unwrap(),
-            vec![],
-            "a repeated failure records nothing new"
+            failed,
+            "every failed attempt is recorded"
         );
 
         // Topped up: everything moves, and the currency is conserved.
@@ -842,8 +1081,8 @@ mod tests {
             Status::Completed { .. }
         ));
         assert_eq!(
-            done.decide_execute(&after_staging, &funded, NOW).unwrap(),
-            vec![],
+            done.decide_execute(&after_staging, &funded, NOW),
+            Err(LifecycleRejection::Completed),
             "executes at most once"
         );
     }

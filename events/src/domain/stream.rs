@@ -81,6 +81,45 @@ impl StreamName {
     }
 }
 
+/// A stream named by a UUID; a UUID's text is always a valid stream id.
+pub fn named(category: &'static str, id: uuid::Uuid) -> StreamName {
+    StreamName {
+        category: category.to_owned(),
+        id: id.to_string(),
+    }
+}
+
+/// The stream of each aggregate, by the id that names it.
+pub mod of {
+    use super::{named, StreamName};
+    use crate::domain::client::client_id_of;
+    use uuid::Uuid;
+
+    pub fn user(user_id: Uuid) -> StreamName {
+        named("user", user_id)
+    }
+    pub fn enterprise(enterprise_id: Uuid) -> StreamName {
+        named("enterprise", enterprise_id)
+    }
+    pub fn partner(partner_id: Uuid) -> StreamName {
+        named("partner", partner_id)
+    }
+    /// The client record of an enterprise.
+    pub fn client(enterprise_id: Uuid) -> StreamName {
+        named("client", client_id_of(enterprise_id))
+    }
+    /// The custody account of an enterprise.
+    pub fn custody(enterprise_id: Uuid) -> StreamName {
+        named("custody", enterprise_id)
+    }
+    pub fn connection(connection_id: Uuid) -> StreamName {
+        named("connection", connection_id)
+    }
+    pub fn settlement(settlement_id: Uuid) -> StreamName {
+        named("settlement", settlement_id)
+    }
+}
+
 impl fmt::Display for StreamName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.category, self.id)

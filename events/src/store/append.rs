@@ -3,11 +3,13 @@
 //! multi-row insert, then the command's outcome and nonce are recorded.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
+use super::cache::StreamCache;
 use super::{from_datetime, to_datetime};
 use crate::codec::{EncodedEvent, Metadata, SequencedEvent, StoredEvent};
 use crate::domain::event::Timestamp;
@@ -55,10 +57,11 @@ WITH heads AS (
 )
 SELECT pg_current_xact_id()::text::bigint";
 
-/// Handle on the event store. Cheap to clone.
+/// Handle on the event store. Cheap to clone; clones share the stream cache.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: PgPool,
+    cache: Arc<StreamCache>,
 }
 
 /// One event to append, to `stream`.
@@ -154,7 +157,15 @@ pub(crate) fn hash32(bytes: &[u8]) -> [u8; 32] {
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The decoded stream prefixes this handle (and its clones) have read.
+    pub fn cache(&self) -> &StreamCache {
+        &self.cache
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -257,17 +268,30 @@ pub async fn append_on(
 impl EventStore {
     /// Loads every event of the given streams, each stream in version order.
     pub async fn load(&self, streams: &[StreamName]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let after = vec![0; streams.len()];
+        self.load_after(streams, &after).await
+    }
+
+    /// Loads the events of `streams[i]` with a version above `after[i]`, each stream in version
+    /// order, in one query.
+    pub async fn load_after(
+        &self,
+        streams: &[StreamName],
+        after: &[u64],
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let cats: Vec<&str> = streams.iter().map(|s| s.category()).collect();
         let ids: Vec<&str> = streams.iter().map(|s| s.id()).collect();
+        let after: Vec<i64> = after.iter().map(|v| *v as i64).collect();
         let rows = sqlx::query(
             "SELECT e.event_id, e.category, e.stream_id, e.version, e.type_id, e.schema_version,
                     e.payload, e.metadata, e.recorded_at
-             FROM events e JOIN unnest($1::text[], $2::text[]) AS u(category, id)
-               ON e.category = u.category AND e.stream_id = u.id
+             FROM events e JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS u(category, id, after)
+               ON e.category = u.category AND e.stream_id = u.id AND e.version > u.after
              ORDER BY e.category, e.stream_id, e.version",
         )
         .bind(&cats)
         .bind(&ids)
+        .bind(&after)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored_event_from_row).collect()
@@ -315,6 +339,50 @@ impl EventStore {
         Ok(NonceState::Retry {
             command_id: CommandId::from_uuid(row.try_get("command_id")?),
         })
+    }
+
+    /// What the store knows of a command before it runs, in one round trip: the state of its
+    /// nonce (if it has one) and the outcome recorded under the nonce's command (a retry) or,
+    /// failing that, under `command_id`.
+    pub async fn earlier(
+        &self,
+        command_id: CommandId,
+        nonce: Option<&NonceClaim>,
+    ) -> Result<(NonceState, Option<StoredOutcome>), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT n.payload_hash AS nonce_hash, n.command_id AS nonce_command,
+                    o.request_hash, o.outcome, o.txid
+             FROM (SELECT 1) one
+             LEFT JOIN nonces n ON n.scope = $1 AND n.nonce = $2
+             LEFT JOIN command_outcomes o
+               ON o.command_id = coalesce(CASE WHEN n.payload_hash = $3 THEN n.command_id END, $4)",
+        )
+        .bind(nonce.map(|n| n.scope.as_str()))
+        .bind(nonce.map(|n| n.nonce.as_str()))
+        .bind(nonce.map(|n| n.payload_hash.as_slice()))
+        .bind(command_id.as_uuid())
+        .fetch_one(&self.pool)
+        .await?;
+        let nonce_hash: Option<Vec<u8>> = row.try_get("nonce_hash")?;
+        let state = match (nonce_hash, nonce) {
+            (Some(found), Some(claim)) if hash32(&found) != claim.payload_hash => {
+                NonceState::Reused
+            }
+            (Some(_), Some(_)) => NonceState::Retry {
+                command_id: CommandId::from_uuid(row.try_get("nonce_command")?),
+            },
+            _ => NonceState::Fresh,
+        };
+        let request_hash: Option<Vec<u8>> = row.try_get("request_hash")?;
+        let outcome = match request_hash {
+            Some(hash) => Some(StoredOutcome {
+                request_hash: hash32(&hash),
+                outcome: row.try_get("outcome")?,
+                txid: row.try_get("txid")?,
+            }),
+            None => None,
+        };
+        Ok((state, outcome))
     }
 
     /// The last sequenced position (0 before the first).

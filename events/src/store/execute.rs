@@ -2,10 +2,12 @@
 //! number of retries when another writer moved a stream in between.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::append::{
     AppendError, AppendRequest, EventStore, NewEvent, NonceClaim, NonceState, StoredOutcome,
 };
+use super::cache::CachedStream;
 use crate::codec::{decode_event, encode_event, DecodeError, Metadata};
 use crate::domain::event::Timestamp;
 use crate::domain::{CommandId, DomainEvent, StreamName};
@@ -25,12 +27,8 @@ pub struct Command {
     pub recorded_at: Timestamp,
 }
 
-/// One loaded stream: its version and its events, decoded.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LoadedStream {
-    pub version: u64,
-    pub events: Vec<DomainEvent>,
-}
+/// One loaded stream: its version and its events, decoded (shared with the stream cache).
+pub type LoadedStream = CachedStream;
 
 /// The streams a command loaded.
 #[derive(Clone, Debug, Default)]
@@ -81,15 +79,35 @@ pub enum ExecuteError {
     Database(#[from] sqlx::Error),
 }
 
-async fn load(store: &EventStore, streams: &[StreamName]) -> Result<Loaded, ExecuteError> {
+/// Loads and decodes `streams`: what the cache holds plus, in one query, every event appended
+/// since; the cache then learns the longer prefixes.
+pub async fn load(store: &EventStore, streams: &[StreamName]) -> Result<Loaded, ExecuteError> {
     let mut loaded = Loaded::default();
     for stream in streams {
-        loaded.streams.entry(stream.clone()).or_default();
+        let cached = store.cache().get(stream).unwrap_or_default();
+        loaded.streams.insert(stream.clone(), cached);
     }
-    for stored in store.load(streams).await? {
+    let names: Vec<StreamName> = loaded.streams.keys().cloned().collect();
+    let after: Vec<u64> = loaded.streams.values().map(|s| s.version).collect();
+    let fresh = store.load_after(&names, &after).await?;
+    if fresh.is_empty() {
+        return Ok(loaded);
+    }
+    let mut grown: BTreeMap<StreamName, Vec<DomainEvent>> = BTreeMap::new();
+    for stored in fresh {
         let entry = loaded.streams.entry(stored.stream.clone()).or_default();
         entry.version = stored.version;
-        entry.events.push(decode_event(&stored.event)?);
+        entry.payload_bytes += stored.event.payload.len();
+        grown
+            .entry(stored.stream)
+            .or_default()
+            .push(decode_event(&stored.event)?);
+    }
+    for (stream, new) in grown {
+        if let Some(entry) = loaded.streams.get_mut(&stream) {
+            Arc::make_mut(&mut entry.events).extend(new);
+            store.cache().put(&stream, entry.clone());
+        }
     }
     Ok(loaded)
 }
@@ -101,23 +119,13 @@ async fn earlier_outcome(
     store: &EventStore,
     command: &Command,
 ) -> Result<Option<StoredOutcome>, ExecuteError> {
-    if let Some(nonce) = &command.nonce {
-        match store
-            .nonce_state(&nonce.scope, &nonce.nonce, &nonce.payload_hash)
-            .await?
-        {
-            NonceState::Fresh => {}
-            NonceState::Reused => return Err(ExecuteError::NonceReused),
-            NonceState::Retry { command_id } => {
-                return Ok(store.command_outcome(command_id).await?)
-            }
-        }
-    }
-    match store.command_outcome(command.id).await? {
-        Some(found) if found.request_hash != command.request_hash => {
+    match store.earlier(command.id, command.nonce.as_ref()).await? {
+        (NonceState::Reused, _) => Err(ExecuteError::NonceReused),
+        (NonceState::Retry { .. }, found) => Ok(found),
+        (NonceState::Fresh, Some(found)) if found.request_hash != command.request_hash => {
             Err(ExecuteError::RequestMismatch)
         }
-        found => Ok(found),
+        (NonceState::Fresh, found) => Ok(found),
     }
 }
 

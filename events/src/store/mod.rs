@@ -2,6 +2,7 @@
 //! one round trip), load, command idempotency, nonces, the gap-free sequencer and chain verification.
 
 mod append;
+pub mod cache;
 pub mod db;
 mod execute;
 pub mod sequencer;
@@ -12,7 +13,8 @@ pub use append::{
     StoredOutcome,
 };
 pub use execute::{
-    execute, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream, EXECUTE_ATTEMPTS_MAX,
+    execute, load, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream,
+    EXECUTE_ATTEMPTS_MAX,
 };
 pub use sequencer::{Leadership, Sequencer, StepOutcome};
 pub use verify::{verify_chain, ChainFault, ChainReport};

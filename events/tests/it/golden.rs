@@ -14,8 +14,13 @@ use events::domain::connection::{
     ConnectionUpdated, ReleaseReason,
 };
 use events::domain::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
+use events::domain::dispute::{
+    CarriedClosure, ClosedBy, ClosureQueued, ClosuresAssigned, ClosuresJoined, DisputeClosed,
+    DisputeRaised, DisputeUpdated, Signed,
+};
 use events::domain::enterprise::{
     EnterpriseCreated, EnterpriseLicenseSet, SigningKeyRegistered, SigningKeyRevoked,
+    WebhookConfigured,
 };
 use events::domain::event::Timestamp;
 use events::domain::money::{AmountFormat, CurrencyCode};
@@ -23,8 +28,8 @@ use events::domain::partner::{
     PartnerCutoffAdvanced, PartnerRegistered, PartnerUpdated, WindowMinutes,
 };
 use events::domain::settlement::{
-    ConnectionSettled, CustodySettled, FundsHeld, Instruction, SettlementApi, SettlementExecuted,
-    SettlementFailed, SettlementStaged, Transfer,
+    ConnectionSettled, CustodySettled, FundsHeld, FundsReleased, Instruction, SettlementApi,
+    SettlementExecuted, SettlementFailed, SettlementFinalized, SettlementStaged, Transfer,
 };
 use events::domain::user::UserCreated;
 use events::domain::{CommandId, DomainEvent, StreamName};
@@ -51,6 +56,36 @@ fn allocation(released: Option<ReleaseReason>) -> AllocationRecord {
         notes: Some("first".into()),
         released,
         at: Timestamp(1_767_225_720_000_000),
+    }
+}
+
+fn signed() -> Signed {
+    Signed {
+        payload: "{\"connectionId\":\"x\"}".into(),
+        signature: "ab".repeat(64),
+        key_id: id(0x12),
+    }
+}
+
+fn closure_transfer() -> Transfer {
+    Transfer {
+        transfer_id: id(0xc2),
+        instruction: Instruction {
+            source: None,
+            destination: id(0x81),
+            currency: btc(),
+            quantity: -5_000_000,
+        },
+    }
+}
+
+fn carried() -> CarriedClosure {
+    CarriedClosure {
+        dispute_id: id(0xd1),
+        disputed_settlement_id: id(0xa1),
+        closure_id: id(0xc1),
+        connection_id: id(0x81),
+        transfers: vec![closure_transfer()],
     }
 }
 
@@ -256,6 +291,82 @@ fn samples() -> Vec<DomainEvent> {
             partner_id: id(0x21),
             settlement_id: id(0xa1),
             cutoff_at: at,
+            at,
+        }
+        .into(),
+        DisputeRaised {
+            settlement_id: id(0xa1),
+            dispute_id: id(0xd1),
+            connection_id: id(0x81),
+            client_enterprise_id: id(0x31),
+            user_id: id(0x55),
+            reason: Some("we lost less".into()),
+            expected_transfers: vec![(btc(), -5_000_000)],
+            signed: signed(),
+            at,
+        }
+        .into(),
+        DisputeUpdated {
+            settlement_id: id(0xa1),
+            dispute_id: id(0xd1),
+            user_id: id(0x55),
+            retracted: true,
+            reason: Some("we lost less".into()),
+            retracted_reason: Some("our mistake".into()),
+            expected_transfers: vec![(btc(), -5_000_000)],
+            signed: signed(),
+            at,
+        }
+        .into(),
+        DisputeClosed {
+            settlement_id: id(0xa1),
+            dispute_id: id(0xd1),
+            connection_id: id(0x81),
+            closure_id: id(0xc1),
+            closed_by: ClosedBy::Admin,
+            user_id: None,
+            notes: "agreed".into(),
+            adjusted_transfers: vec![closure_transfer()],
+            signed: None,
+            at,
+        }
+        .into(),
+        ClosureQueued {
+            partner_id: id(0x21),
+            closure: carried(),
+            at,
+        }
+        .into(),
+        ClosuresJoined {
+            settlement_id: id(0xa2),
+            closures: vec![carried()],
+            at,
+        }
+        .into(),
+        ClosuresAssigned {
+            partner_id: id(0x21),
+            settlement_id: id(0xa2),
+            dispute_ids: vec![id(0xd1)],
+            at,
+        }
+        .into(),
+        SettlementFinalized {
+            settlement_id: id(0xa1),
+            withheld_connections: vec![id(0x81)],
+            at,
+        }
+        .into(),
+        FundsReleased {
+            connection_id: id(0x81),
+            settlement_id: id(0xa1),
+            currency: btc(),
+            quantity: 20_000_000,
+            at,
+        }
+        .into(),
+        WebhookConfigured {
+            enterprise_id: id(0x11),
+            url: Some("https://hooks.example.com/settle".into()),
             at,
         }
         .into(),

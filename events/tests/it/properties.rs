@@ -244,11 +244,13 @@ mod settlement_model {
         AllocationCleared, AllocationKind, AllocationRecord, Connection, ConnectionCreated,
     };
     use events::domain::custody::{Custody, DepositCredited};
+    use events::domain::dispute::{RaiseDispute, Signed};
     use events::domain::event::Timestamp;
     use events::domain::money::{AmountFormat, CurrencyCode};
     use events::domain::partner::PartnerRecord;
     use events::domain::settlement::{
-        Instruction, Settlement, SettlementApi, SettlementStaged, StageContext, Status, Transfer,
+        Instruction, LifecycleRejection, Settlement, SettlementApi, SettlementStaged, StageContext,
+        Status, Transfer,
     };
     use events::domain::DomainEvent;
     use proptest::prelude::*;
@@ -256,7 +258,10 @@ mod settlement_model {
 
     const PARTNER: Uuid = Uuid::from_u128(0xa);
     const PARTNER_E: Uuid = Uuid::from_u128(0xb);
+    const CLIENT_E: Uuid = Uuid::from_u128(91);
     const NOW: Timestamp = Timestamp(1_000);
+    /// The settlements' dispute window.
+    const WINDOW_MICROS: i64 = 10;
 
     fn btc() -> CurrencyCode {
         CurrencyCode::parse("BTC").unwrap()
@@ -268,7 +273,7 @@ mod settlement_model {
             connection_id: id,
             name: "c".into(),
             client_id: Uuid::from_u128(90),
-            client_enterprise_id: Uuid::from_u128(91),
+            client_enterprise_id: CLIENT_E,
             partner_id: PARTNER,
             partner_enterprise_id: PARTNER_E,
             network_account_id: Uuid::from_u128(n + 50),
@@ -299,18 +304,21 @@ mod settlement_model {
     }
 
     proptest! {
-        /// For random instruction sets: the staged transfers mirror the instructions, holds equal
-        /// the net losses, and execution conserves BTC across connections and the partner.
+        /// For random instruction sets and disputes: the staged transfers mirror the instructions,
+        /// holds equal the net losses, a disputed connection is withheld with its hold given back,
+        /// and execution moves the rest exactly once, conserving BTC across connections and the
+        /// partner.
         #[test]
         fn staging_and_execution_follow_the_instructions(
             lines in proptest::collection::vec((1u128..6, -1_000i128..1_000).prop_filter("non-zero", |(_, q)| *q != 0), 1..30),
             allocated in proptest::collection::vec(0i128..5_000, 5),
             partner_funds in 0i128..20_000,
+            disputed in proptest::collection::vec(proptest::bool::weighted(0.3), 5),
         ) {
             let partner = PartnerRecord {
                 id: PARTNER, enterprise_id: PARTNER_E, name: "p".into(), broker: false, active: true,
                 client_dispute_window: None, top_up_window: None, amount_format: AmountFormat::BaseUnits,
-                last_cutoff: None, created_at: NOW, updated_at: NOW,
+                last_cutoff: None, pending_closures: Default::default(), created_at: NOW, updated_at: NOW,
             };
             let connections: BTreeMap<Uuid, Connection> = (1..6u128).map(|n| (Uuid::from_u128(n), connection(n, allocated[n as usize - 1]))).collect();
             let transfers: Vec<Transfer> = lines.iter().enumerate().map(|(i, (c, q))| Transfer {
@@ -319,7 +327,7 @@ mod settlement_model {
             }).collect();
             let staged = SettlementStaged {
                 settlement_id: Uuid::from_u128(0x5), partner_id: PARTNER, partner_enterprise_id: PARTNER_E, external_id: "x".into(),
-                api: SettlementApi::V2, notes: None, cutoff_at: None, transfers: transfers.clone(), dispute_window_micros: 0,
+                api: SettlementApi::V2, notes: None, cutoff_at: None, transfers: transfers.clone(), dispute_window_micros: WINDOW_MICROS,
                 top_up_window_micros: 0, initiated_by: Uuid::from_u128(6), payload: "{}".into(), signature: "00".into(),
                 key_id: Uuid::from_u128(4), at: NOW,
             };
@@ -327,7 +335,7 @@ mod settlement_model {
             for (c, q) in &lines {
                 *net.entry(Uuid::from_u128(*c)).or_default() += q;
             }
-            let context = StageContext { partner: &partner, connections: &connections, previous_cutoff: None };
+            let context = StageContext { partner: &partner, connections: &connections, previous_cutoff: None, closures: &[] };
             let decided = Settlement::Absent.decide_stage(&context, staged, NOW);
             let fits = net.iter().all(|(c, n)| *n >= 0 || -n <= connections[c].balance(&btc()).available());
             prop_assert_eq!(decided.is_ok(), fits, "refused exactly when some connection cannot cover its net loss");
@@ -340,23 +348,56 @@ mod settlement_model {
                 prop_assert_eq!(c.balance(&btc()).held(), expected_hold, "holds equal the net losses");
             }
 
+            // Disputes raised inside the window withhold their connections at finalization.
+            let mut settlement = settlement;
+            for (n, disputed) in disputed.iter().enumerate() {
+                let id = Uuid::from_u128(n as u128 + 1);
+                if !*disputed { continue; }
+                let raise = RaiseDispute {
+                    dispute_id: Uuid::from_u128(0xd00 + n as u128), connection_id: id, client_enterprise_id: CLIENT_E,
+                    user_id: Uuid::from_u128(6), reason: None, expected_transfers: vec![(btc(), 1)],
+                    signed: Signed { payload: "{}".into(), signature: "00".into(), key_id: Uuid::from_u128(4) },
+                };
+                let raised = settlement.decide_raise(raise, &after[&id], NOW).unwrap();
+                settlement = raised.iter().fold(settlement, Settlement::evolve);
+            }
+            let closes = Timestamp(NOW.0 + WINDOW_MICROS);
+            let finalized = settlement.decide_finalize(closes).unwrap();
+            let settlement = finalized.iter().fold(settlement, Settlement::evolve);
+            let after: BTreeMap<Uuid, Connection> = after.into_iter().map(|(id, c)| (id, finalized.iter().fold(c, Connection::evolve))).collect();
+            let withheld = |id: &Uuid| disputed[id.as_u128() as usize - 1];
+            for (id, c) in &after {
+                if withheld(id) {
+                    prop_assert_eq!(c.balance(&btc()), connections[id].balance(&btc()), "a withheld connection's hold is given back");
+                }
+            }
+
             let deposit = DepositCredited { enterprise_id: PARTNER_E, deposit_id: Uuid::from_u128(1), external_id: "d".into(), currency: btc(), quantity: partner_funds, at: NOW };
             let custody = Custody::default().evolve(&deposit.into());
             let total = |conns: &BTreeMap<Uuid, Connection>, custody: &Custody| conns.values().map(|c| c.balance(&btc()).total()).sum::<i128>() + custody.balance(&btc()).total();
             let before = total(&after, &custody);
-            let executed = settlement.decide_execute(&after, &custody, NOW).unwrap();
+            let executed = settlement.decide_execute(&after, &custody, closes).unwrap();
             let (mut conns, mut custody) = (after, custody);
             for e in &executed {
                 conns = conns.into_iter().map(|(id, c)| (id, c.evolve(e))).collect();
                 custody = custody.evolve(e);
             }
             let settled = executed.iter().fold(settlement, Settlement::evolve);
-            let outflow: i128 = net.values().sum();
+            let outflow: i128 = net.iter().filter(|(id, _)| !withheld(id)).map(|(_, n)| n).sum();
             let completed = matches!(settled.record().unwrap().status, Status::Completed { .. });
             prop_assert_eq!(completed, outflow <= partner_funds, "executes exactly when the partner covers its net outflow");
             prop_assert_eq!(total(&conns, &custody), before, "conserved");
-            for c in conns.values() {
+            for (id, c) in &conns {
                 prop_assert!(c.balance(&btc()).available() >= 0 && c.balance(&btc()).held() >= 0);
+                if withheld(id) {
+                    prop_assert_eq!(c.balance(&btc()), connections[id].balance(&btc()), "nothing of a withheld connection moves");
+                } else if completed {
+                    let moved = connections[id].balance(&btc()).available() + net.get(id).copied().unwrap_or(0);
+                    prop_assert_eq!((c.balance(&btc()).available(), c.balance(&btc()).held()), (moved, 0), "the rest moves as instructed");
+                }
+            }
+            if completed {
+                prop_assert_eq!(settled.decide_execute(&conns, &custody, closes), Err(LifecycleRejection::Completed), "nothing executes twice");
             }
         }
     }

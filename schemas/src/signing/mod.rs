@@ -11,6 +11,7 @@ mod canonical;
 mod keys;
 mod request;
 mod signature;
+pub mod webhook;
 
 pub use canonical::{canonical_payload, payload_hash};
 pub use keys::{KeyError, PublicKey};

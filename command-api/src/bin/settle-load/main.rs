@@ -31,6 +31,20 @@ struct Args {
     /// Lines of the single large settlement.
     #[arg(long, default_value_t = 10_000)]
     big_lines: usize,
+    /// Instead of the staging figures: stage this many 2-line settlements falling due in the
+    /// same second, run the finalizer binary, and measure each one's delay past its deadline.
+    #[arg(long)]
+    due: Option<usize>,
+    /// Partners the due settlements are spread over.
+    #[arg(long, default_value_t = 50)]
+    due_partners: usize,
+    /// Finalizer processes to run for the due benchmark.
+    #[arg(long, default_value_t = 1)]
+    finalizers: usize,
+    /// Staging rate (settlements/s) assumed when placing the common deadline; a slower run stops
+    /// rather than measure settlements that were due before they were staged.
+    #[arg(long, default_value_t = 150.0)]
+    due_rate: f64,
 }
 
 struct App {
@@ -115,13 +129,24 @@ async fn tenant(app: &App, name: &str, seed: u64) -> Result<Tenant> {
 /// A partner with `connections` connections of its own client, each funded for losses.
 struct Venue {
     partner: Tenant,
+    partner_id: String,
     connections: Vec<String>,
     cutoff_ms: AtomicU64,
 }
 
 async fn venue(app: &App, n: u64, connections: usize, fund: bool) -> Result<Venue> {
+    venue_with(app, n, connections, fund, Value::Null).await
+}
+
+async fn venue_with(
+    app: &App,
+    n: u64,
+    connections: usize,
+    fund: bool,
+    dispute_window: Value,
+) -> Result<Venue> {
     let partner = tenant(app, &format!("venue-{n}"), 1_000 + n).await?;
-    let body = json!({"name": "v", "broker": false, "clientDisputeWindowMinutes": null, "topUpWindowMinutes": null});
+    let body = json!({"name": "v", "broker": false, "clientDisputeWindowMinutes": dispute_window, "topUpWindowMinutes": null});
     let partner_id = app
         .ok(
             &format!("/api/admin/v1/enterprises/{}/partner", partner.id),
@@ -190,6 +215,7 @@ async fn venue(app: &App, n: u64, connections: usize, fund: bool) -> Result<Venu
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
     Ok(Venue {
         partner,
+        partner_id,
         connections: ids,
         cutoff_ms: AtomicU64::new(now_ms),
     })
@@ -380,6 +406,37 @@ async fn main() -> Result<()> {
     }
     let pool = events::store::db::connect(&url, 32).await?;
 
+    if let Some(count) = args.due {
+        due::run(
+            &app,
+            &pool,
+            &common,
+            count,
+            args.due_partners,
+            args.finalizers,
+            args.due_rate,
+        )
+        .await?;
+    } else {
+        staging_figures(&app, &pool, &args).await?;
+    }
+
+    stop.cancel();
+    server_task.await??;
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .ok();
+    if let Ok(js) = events::bus::connect(&common.nats_url).await {
+        js.delete_stream(&common.events_stream).await.ok();
+    }
+    Ok(())
+}
+
+/// Staged settlements/s, lines/s and latency per (lines, concurrency), against the raw baseline.
+async fn staging_figures(app: &Arc<App>, pool: &PgPool, args: &Args) -> Result<()> {
+    let app = app.clone();
     println!("settle-load: v2 staging over HTTP (signed, idempotent, liability check and holds), {} s per measurement", args.seconds);
     println!("provisioning…");
     let small: Vec<Arc<Venue>> =
@@ -403,7 +460,7 @@ async fn main() -> Result<()> {
     ] {
         for conc in concurrencies {
             let f = stage_load(&app, &venues[..conc], lines, args.seconds, None).await?;
-            let raw = raw_rows_per_s(&pool, lines, conc, args.seconds).await?;
+            let raw = raw_rows_per_s(pool, lines, conc, args.seconds).await?;
             println!(
                 "{lines:>6} {conc:>5} {:>9.0} {:>11.0} {:>9.2} {:>8.2} {:>12.0} {:>7.2}",
                 f.settlements_per_s,
@@ -457,16 +514,7 @@ async fn main() -> Result<()> {
         args.big_lines,
         sent.elapsed().as_secs_f64() * 1000.0
     );
-
-    stop.cancel();
-    server_task.await??;
-    pool.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .ok();
-    if let Ok(js) = events::bus::connect(&common.nats_url).await {
-        js.delete_stream(&common.events_stream).await.ok();
-    }
     Ok(())
 }
+
+mod due;

@@ -1,0 +1,724 @@
+//! Dispute routes (SPEC §6.2, §9.1, §9.4): clients raise, retract, amend and close disputes with
+//! signed requests; operators close them with adjusted transfers; both sides list them; and the
+//! operator's retry of a failed execution. Every change is a command on the disputed
+//! settlement's stream (and, for a closure that carries transfers, the partner's).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{post, put};
+use axum::{Extension, Json, Router};
+use events::codec::Actor;
+use events::domain::connection::Connection;
+use events::domain::dispute::{
+    Amounts, CloseDispute, ClosedBy, DisputeRecord, DisputeRejection, RaiseDispute, Signed,
+    UpdateDispute,
+};
+use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
+use events::domain::settlement::{Settlement, SettlementRecord};
+use events::domain::CommandId;
+use events::lifecycle;
+use schemas::signing::{signing_payload, SignedRequest};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::auth::{self, connection_stream, fold, partner_stream, Admin, Caller, Role};
+use super::body::{parse, JsonBody, RawBody};
+use super::command::{run, CommandSpec, Reply};
+use super::context::RequestId;
+use super::error::ApiError;
+use super::network::{
+    nonce_command, own_fields, read_access, recheck, side, signed_spec, signing_error, verify,
+};
+use super::reads;
+use super::settlements::{load_settlement, page_of, retry, settlement_stream, Retrier};
+use super::views::time;
+use crate::state::{sha256, AppState};
+
+/// How often a dispute look-up polls the read model while it catches up.
+const LOCATE_POLL: Duration = Duration::from_millis(5);
+
+pub fn network_routes() -> Router<AppState> {
+    let client = "/v1/enterprises/{e}/clients";
+    Router::new()
+        .route(
+            &format!("{client}/settlements/{{id}}/disputes"),
+            post(raise),
+        )
+        .route(
+            &format!("{client}/settlements/{{id}}/disputes/signing"),
+            post(raise_signing).get(raise_signing),
+        )
+        .route(
+            &format!("{client}/settlements/disputes/{{id}}"),
+            put(update),
+        )
+        .route(
+            &format!("{client}/settlements/disputes/{{id}}/signing"),
+            post(update_signing).get(update_signing),
+        )
+        .route(
+            &format!("{client}/settlements/disputes/{{id}}/close"),
+            post(close),
+        )
+        .route(
+            &format!("{client}/settlements/disputes/{{id}}/close/signing"),
+            post(close_signing).get(close_signing),
+        )
+        .route(
+            &format!("{client}/settlement/disputes"),
+            axum::routing::get(list::<false>),
+        )
+        .route(
+            "/v1/enterprises/{e}/partners/settlement/disputes",
+            axum::routing::get(list::<true>),
+        )
+}
+
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/disputes/{id}/close", post(admin_close))
+        .route("/settlements/{id}/retry", post(admin_retry))
+}
+
+/// SPEC §5's dispute object, from the settlement's own state.
+pub fn view(s: &SettlementRecord, d: &DisputeRecord, settled_in: Option<Uuid>) -> Value {
+    let mut v = json!({
+        "id": d.dispute_id,
+        "connectionId": d.connection_id,
+        "disputedSettlementId": s.staged.settlement_id,
+        "userId": d.user_id,
+        "expectedTransfers": amounts_json(&d.expected_transfers),
+        "retracted": d.retraction.is_some(),
+        "createdAt": time(d.created_at),
+        "updatedAt": time(d.updated_at),
+    });
+    if let Some(reason) = &d.reason {
+        v["reason"] = reason.clone().into();
+    }
+    if let Some(r) = &d.retraction {
+        v["retractedBy"] = r.by.to_string().into();
+        v["retractedAt"] = time(r.at).into();
+        if let Some(reason) = &r.reason {
+            v["retractedReason"] = reason.clone().into();
+        }
+    }
+    if let Some(c) = &d.closure {
+        v["disputeClosureId"] = c.closure_id.to_string().into();
+    }
+    if let Some(settled_in) = settled_in {
+        v["settledInSettlementId"] = settled_in.to_string().into();
+    }
+    v
+}
+
+fn closure_view(d: &DisputeRecord) -> Value {
+    let Some(c) = &d.closure else {
+        return Value::Null;
+    };
+    let adjusted: Amounts = c
+        .adjusted_transfers
+        .iter()
+        .map(|t| (t.instruction.currency.clone(), t.instruction.quantity))
+        .collect();
+    json!({
+        "id": c.closure_id,
+        "closedBy": match c.closed_by { ClosedBy::Client => "client", ClosedBy::Admin => "admin" },
+        "userId": c.user_id,
+        "notes": c.notes,
+        "status": "approved",
+        "adjustedTransfers": amounts_json(&adjusted),
+        "createdAt": time(c.at),
+    })
+}
+
+fn amounts_json(amounts: &Amounts) -> Value {
+    let map: Map<String, Value> = amounts
+        .iter()
+        .map(|(c, q)| (c.as_str().to_owned(), Value::from(q.to_string())))
+        .collect();
+    Value::Object(map)
+}
+
+fn dispute_error(e: DisputeRejection) -> ApiError {
+    let message = e.to_string();
+    match e {
+        DisputeRejection::SettlementNotFound => ApiError::not_found("settlement"),
+        DisputeRejection::DisputeNotFound => ApiError::not_found("dispute"),
+        DisputeRejection::AlreadyDisputed => ApiError::conflict("already_disputed", message),
+        DisputeRejection::NotDisputable => ApiError::unprocessable("not_disputable", message),
+        DisputeRejection::WindowClosed => ApiError::unprocessable("dispute_window_closed", message),
+        DisputeRejection::WindowOpen => ApiError::unprocessable("dispute_window_open", message),
+        DisputeRejection::Closed => ApiError::unprocessable("dispute_closed", message),
+        DisputeRejection::Retracted => ApiError::unprocessable("dispute_retracted", message),
+        DisputeRejection::ConnectionNotOurs
+        | DisputeRejection::WrongConnection
+        | DisputeRejection::NoAmounts
+        | DisputeRejection::TooManyCurrencies
+        | DisputeRejection::ZeroAmount
+        | DisputeRejection::BadText => ApiError::bad_request("invalid_dispute", message),
+    }
+}
+
+/// `{currency: "amount"}` in the connection's amount format, to sorted base units.
+fn parse_amounts(
+    value: &Value,
+    field: &str,
+    format: AmountFormat,
+    currencies: &CurrencyTable,
+) -> Result<Amounts, ApiError> {
+    let invalid = |m: String| ApiError::bad_request("invalid_dispute", m);
+    let map = value
+        .as_object()
+        .ok_or_else(|| invalid(format!("{field} must be an object")))?;
+    let mut amounts: Amounts = Vec::with_capacity(map.len());
+    for (currency, amount) in map {
+        let code = CurrencyCode::parse(currency)
+            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}: {e}")))?;
+        let decimals = currencies
+            .decimals_of(&code)
+            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}: {e}")))?;
+        let text = amount
+            .as_str()
+            .ok_or_else(|| invalid(format!("{field}.{currency}: an amount is a JSON string")))?;
+        let quantity = parse_nonzero_amount(text, format, decimals)
+            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}.{currency}: {e}")))?;
+        amounts.push((code, quantity));
+    }
+    amounts.sort();
+    amounts.dedup_by(|a, b| a.0 == b.0);
+    Ok(amounts)
+}
+
+fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
+    Signed {
+        payload: signed.payload().to_owned(),
+        signature: signed.signature().to_hex(),
+        key_id,
+    }
+}
+
+/// The client's own connection, folded from loaded streams (404 for anyone else's).
+fn own_connection(
+    loaded: &events::store::Loaded,
+    e: Uuid,
+    connection_id: Uuid,
+) -> Result<(Connection, AmountFormat), ApiError> {
+    let connection: Connection = fold(
+        loaded,
+        &connection_stream(connection_id),
+        Connection::evolve,
+    );
+    let format = connection
+        .owned_by_client(e)
+        .ok_or_else(|| ApiError::not_found("connection"))?
+        .amount_format;
+    Ok((connection, format))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RaiseRequest {
+    connection_id: Uuid,
+    reason: Option<String>,
+    expected_transfers: Value,
+}
+
+/// A client sees a settlement only through a connection to its partner; anything else is
+/// invisible (404).
+fn visible(settlement: &Settlement, connection: &Connection) -> Result<(), ApiError> {
+    match (settlement.record(), connection.record()) {
+        (Some(s), Some(c)) if s.staged.partner_id == c.partner_id => Ok(()),
+        _ => Err(ApiError::not_found("settlement")),
+    }
+}
+
+async fn raise(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, settlement_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let request: RaiseRequest = parse(&own_fields(&body))?;
+    let (access, loaded) = auth::authorize_with(
+        &state,
+        &caller,
+        e,
+        Role::Client,
+        &[
+            connection_stream(request.connection_id),
+            settlement_stream(settlement_id),
+        ],
+    )
+    .await?;
+    let (connection, format) = own_connection(&loaded, e, request.connection_id)?;
+    let settlement: Settlement = fold(
+        &loaded,
+        &settlement_stream(settlement_id),
+        Settlement::evolve,
+    );
+    visible(&settlement, &connection)?;
+    let expected = parse_amounts(
+        &request.expected_transfers,
+        "expectedTransfers",
+        format,
+        &state.currencies,
+    )?;
+    let signed = SignedRequest::parse(&body, &[("settlementId", settlement_id.to_string())])
+        .map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let id = nonce_command(e, &signed);
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.extend([
+        settlement_stream(settlement_id),
+        connection_stream(request.connection_id),
+    ]);
+    let spec = signed_spec(&caller, e, &signed, key_id, id, streams);
+    let dispute_id = Uuid::new_v5(&settlement_id, request.connection_id.as_bytes());
+    run(&state, &request_id, spec, |loaded, at| {
+        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let (connection, _) = own_connection(loaded, e, request.connection_id)?;
+        let current: Settlement = fold(
+            loaded,
+            &settlement_stream(settlement_id),
+            Settlement::evolve,
+        );
+        let events = current
+            .decide_raise(
+                RaiseDispute {
+                    dispute_id,
+                    connection_id: request.connection_id,
+                    client_enterprise_id: e,
+                    user_id: caller.user_id,
+                    reason: request.reason.clone(),
+                    expected_transfers: expected.clone(),
+                    signed: signed_of(&signed, key_id),
+                },
+                &connection,
+                at,
+            )
+            .map_err(dispute_error)?;
+        reply(current, events)
+    })
+    .await
+}
+
+/// The settlement after `events`, answered with the dispute they touched.
+fn reply(current: Settlement, events: Vec<events::domain::DomainEvent>) -> super::command::Decided {
+    let dispute_id = events.iter().find_map(|e| match e {
+        events::domain::DomainEvent::DisputeRaised(d) => Some(d.dispute_id),
+        events::domain::DomainEvent::DisputeUpdated(d) => Some(d.dispute_id),
+        events::domain::DomainEvent::DisputeClosed(d) => Some(d.dispute_id),
+        _ => None,
+    });
+    let after = events.iter().fold(current, Settlement::evolve);
+    let record = after
+        .record()
+        .ok_or_else(|| ApiError::internal("settlement missing"))?;
+    let body = match dispute_id.and_then(|id| record.dispute(id)) {
+        Some(d) => {
+            let mut v = view(record, d, None);
+            if d.closure.is_some() {
+                v["disputeClosure"] = closure_view(d);
+            }
+            json!({ "dispute": v })
+        }
+        None => json!({}),
+    };
+    Ok((lifecycle::route(events), Reply::ok(body)))
+}
+
+async fn raise_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((e, settlement_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let request: RaiseRequest = parse(&own_fields(&body))?;
+    let (_, loaded) = auth::authorize_with(
+        &state,
+        &caller,
+        e,
+        Role::Client,
+        &[connection_stream(request.connection_id)],
+    )
+    .await?;
+    let (_, format) = own_connection(&loaded, e, request.connection_id)?;
+    parse_amounts(
+        &request.expected_transfers,
+        "expectedTransfers",
+        format,
+        &state.currencies,
+    )?;
+    let payload = signing_payload(&body, &[("settlementId", settlement_id.to_string())])
+        .map_err(signing_error)?;
+    Ok(Json(json!({ "payload": payload })))
+}
+
+/// The settlement a dispute belongs to, from the read model; a dispute raised a moment ago may
+/// not be projected yet, so a miss waits (bounded) for the projection before it is a 404.
+async fn locate(state: &AppState, dispute_id: Uuid) -> Result<Uuid, ApiError> {
+    let started = Instant::now();
+    loop {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT settlement_id FROM rm_disputes WHERE id = $1")
+                .bind(dispute_id)
+                .fetch_optional(&state.pool)
+                .await
+                .map_err(ApiError::internal)?;
+        if let Some(settlement_id) = found {
+            return Ok(settlement_id);
+        }
+        if started.elapsed() >= state.read_wait_max {
+            return Err(ApiError::not_found("dispute"));
+        }
+        tokio::time::sleep(LOCATE_POLL).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateRequest {
+    connection_id: Uuid,
+    retracted: bool,
+    reason: Option<String>,
+    expected_transfers: Option<Value>,
+}
+
+fn update_path_ids(dispute_id: Uuid, settlement_id: Uuid) -> [(&'static str, String); 2] {
+    [
+        ("disputeId", dispute_id.to_string()),
+        ("settlementId", settlement_id.to_string()),
+    ]
+}
+
+/// What a client's dispute request needs before it is signed-checked: access, its connection's
+/// amount format, and the dispute's settlement.
+async fn dispute_access(
+    state: &AppState,
+    caller: &Caller,
+    e: Uuid,
+    dispute_id: Uuid,
+    connection_id: Option<Uuid>,
+) -> Result<(auth::Access, AmountFormat, Uuid, Settlement), ApiError> {
+    auth::authorize(state, caller, e, Role::Client).await?;
+    let settlement_id = locate(state, dispute_id).await?;
+    let mut extra = vec![settlement_stream(settlement_id)];
+    extra.extend(connection_id.map(connection_stream));
+    let (access, loaded) = auth::authorize_with(state, caller, e, Role::Client, &extra).await?;
+    let settlement: Settlement = fold(
+        &loaded,
+        &settlement_stream(settlement_id),
+        Settlement::evolve,
+    );
+    let owned = settlement
+        .record()
+        .and_then(|r| r.dispute(dispute_id))
+        .is_some_and(|d| d.client_enterprise_id == e);
+    if !owned {
+        return Err(ApiError::not_found("dispute"));
+    }
+    let format = match connection_id {
+        Some(c) => own_connection(&loaded, e, c)?.1,
+        None => AmountFormat::BaseUnits,
+    };
+    Ok((access, format, settlement_id, settlement))
+}
+
+async fn update(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let request: UpdateRequest = parse(&own_fields(&body))?;
+    let (access, format, settlement_id, _) =
+        dispute_access(&state, &caller, e, dispute_id, Some(request.connection_id)).await?;
+    let expected = request
+        .expected_transfers
+        .as_ref()
+        .map(|v| parse_amounts(v, "expectedTransfers", format, &state.currencies))
+        .transpose()?;
+    let signed = SignedRequest::parse(&body, &update_path_ids(dispute_id, settlement_id))
+        .map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.push(settlement_stream(settlement_id));
+    let spec = signed_spec(
+        &caller,
+        e,
+        &signed,
+        key_id,
+        nonce_command(e, &signed),
+        streams,
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let current: Settlement = fold(
+            loaded,
+            &settlement_stream(settlement_id),
+            Settlement::evolve,
+        );
+        let events = current
+            .decide_update(
+                UpdateDispute {
+                    dispute_id,
+                    connection_id: request.connection_id,
+                    client_enterprise_id: e,
+                    user_id: caller.user_id,
+                    retracted: request.retracted,
+                    reason: request.reason.clone(),
+                    expected_transfers: expected.clone(),
+                    signed: signed_of(&signed, key_id),
+                },
+                at,
+            )
+            .map_err(dispute_error)?;
+        reply_with(current, events, dispute_id)
+    })
+    .await
+}
+
+/// As `reply`, for a command that may record nothing (the dispute as it stands).
+fn reply_with(
+    current: Settlement,
+    events: Vec<events::domain::DomainEvent>,
+    dispute_id: Uuid,
+) -> super::command::Decided {
+    if !events.is_empty() {
+        return reply(current, events);
+    }
+    let record = current
+        .record()
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    let d = record
+        .dispute(dispute_id)
+        .ok_or_else(|| ApiError::not_found("dispute"))?;
+    Ok((
+        vec![],
+        Reply::ok(json!({ "dispute": view(record, d, None) })),
+    ))
+}
+
+async fn update_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let request: UpdateRequest = parse(&own_fields(&body))?;
+    let (_, format, settlement_id, _) =
+        dispute_access(&state, &caller, e, dispute_id, Some(request.connection_id)).await?;
+    if let Some(v) = &request.expected_transfers {
+        parse_amounts(v, "expectedTransfers", format, &state.currencies)?;
+    }
+    let payload = signing_payload(&body, &update_path_ids(dispute_id, settlement_id))
+        .map_err(signing_error)?;
+    Ok(Json(json!({ "payload": payload })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CloseRequest {
+    notes: String,
+}
+
+fn close_path_ids(e: Uuid, dispute_id: Uuid) -> [(&'static str, String); 2] {
+    [
+        ("enterpriseId", e.to_string()),
+        ("disputeId", dispute_id.to_string()),
+    ]
+}
+
+/// One closure per dispute: its id follows from the dispute's.
+fn closure_id_of(dispute_id: Uuid) -> Uuid {
+    Uuid::new_v5(&dispute_id, b"closure")
+}
+
+/// The streams a closure decides on: the settlement and, for queued transfers, the partner.
+fn closure_streams(
+    settlement: &Settlement,
+    settlement_id: Uuid,
+) -> Vec<events::domain::StreamName> {
+    let mut streams = vec![settlement_stream(settlement_id)];
+    if let Some(r) = settlement.record() {
+        streams.push(partner_stream(r.staged.partner_id));
+    }
+    streams
+}
+
+async fn close(
+    caller: Caller,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Response, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let request: CloseRequest = parse(&own_fields(&body))?;
+    let (access, _, settlement_id, settlement) =
+        dispute_access(&state, &caller, e, dispute_id, None).await?;
+    let signed =
+        SignedRequest::parse(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
+    let key_id = verify(&access, &signed)?;
+    let mut streams = auth::access_streams(&caller, e, Role::Client);
+    streams.extend(closure_streams(&settlement, settlement_id));
+    let spec = signed_spec(
+        &caller,
+        e,
+        &signed,
+        key_id,
+        nonce_command(e, &signed),
+        streams,
+    );
+    run(&state, &request_id, spec, |loaded, at| {
+        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let current: Settlement = fold(
+            loaded,
+            &settlement_stream(settlement_id),
+            Settlement::evolve,
+        );
+        let events = current
+            .decide_close(
+                CloseDispute {
+                    dispute_id,
+                    closure_id: closure_id_of(dispute_id),
+                    closed_by: ClosedBy::Client,
+                    client_enterprise_id: Some(e),
+                    user_id: Some(caller.user_id),
+                    notes: request.notes.clone(),
+                    adjusted_transfers: vec![],
+                    signed: Some(signed_of(&signed, key_id)),
+                },
+                at,
+            )
+            .map_err(dispute_error)?;
+        reply(current, events)
+    })
+    .await
+}
+
+async fn close_signing(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
+    raw: RawBody,
+) -> Result<Json<Value>, ApiError> {
+    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let body = raw.json()?;
+    let _: CloseRequest = parse(&own_fields(&body))?;
+    dispute_access(&state, &caller, e, dispute_id, None).await?;
+    let payload = signing_payload(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
+    Ok(Json(json!({ "payload": payload })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdminCloseRequest {
+    notes: String,
+    adjusted_transfers: Value,
+}
+
+async fn admin_close(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(dispute_id): Path<Uuid>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let request: AdminCloseRequest = parse(&body)?;
+    let settlement_id = locate(&state, dispute_id).await?;
+    let settlement = load_settlement(&state, settlement_id).await?;
+    let connection_id = settlement
+        .record()
+        .and_then(|r| r.dispute(dispute_id))
+        .map(|d| d.connection_id)
+        .ok_or_else(|| ApiError::not_found("dispute"))?;
+    let connection_stream = connection_stream(connection_id);
+    let loaded = auth::load(&state, std::slice::from_ref(&connection_stream)).await?;
+    let format = fold::<Connection>(&loaded, &connection_stream, Connection::evolve)
+        .record()
+        .map_or(AmountFormat::BaseUnits, |c| c.amount_format);
+    let adjusted = parse_amounts(
+        &request.adjusted_transfers,
+        "adjustedTransfers",
+        format,
+        &state.currencies,
+    )?;
+    // One closure per dispute: a repeat of the same closure answers as the first time.
+    let id = CommandId::derive("dispute-close", &[dispute_id.as_bytes()]);
+    let spec = CommandSpec {
+        id,
+        request_hash: sha256(body.to_string().as_bytes()),
+        nonce: None,
+        streams: closure_streams(&settlement, settlement_id),
+        actor: Actor::Admin,
+        key_id: None,
+    };
+    run(&state, &request_id, spec, |loaded, at| {
+        let current: Settlement = fold(
+            loaded,
+            &settlement_stream(settlement_id),
+            Settlement::evolve,
+        );
+        let events = current
+            .decide_close(
+                CloseDispute {
+                    dispute_id,
+                    closure_id: closure_id_of(dispute_id),
+                    closed_by: ClosedBy::Admin,
+                    client_enterprise_id: None,
+                    user_id: None,
+                    notes: request.notes.clone(),
+                    adjusted_transfers: adjusted.clone(),
+                    signed: None,
+                },
+                at,
+            )
+            .map_err(dispute_error)?;
+        reply(current, events)
+    })
+    .await
+}
+
+async fn admin_retry(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(settlement_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    retry(&state, &request_id, Retrier::Admin, settlement_id).await
+}
+
+async fn list<const PARTNER: bool>(
+    caller: Caller,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(e): Path<Uuid>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (side, role) = side::<PARTNER>(e);
+    read_access(&s, &caller, &headers, e, role).await?;
+    let page = page_of(&query)?;
+    let filter = reads::DisputeFilter::parse(&query)?;
+    Ok(Json(reads::list(
+        "disputes",
+        reads::disputes(&s.pool, side, &filter, page).await?,
+        page,
+    )))
+}
