@@ -17,10 +17,12 @@ use events::domain::dispute::{
     Amounts, CloseDispute, ClosedBy, DisputeRecord, DisputeRejection, RaiseDispute, Signed,
     UpdateDispute,
 };
+use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
 use events::domain::settlement::{Settlement, SettlementRecord};
-use events::domain::CommandId;
+use events::domain::{CommandId, DomainEvent, StreamName};
 use events::lifecycle;
+use events::store::Loaded;
 use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -28,7 +30,7 @@ use uuid::Uuid;
 
 use super::auth::{self, connection_stream, fold, partner_stream, Admin, Caller, Role};
 use super::body::{parse, JsonBody, RawBody};
-use super::command::{run, CommandSpec, Reply};
+use super::command::{run, CommandSpec, Decided, Reply};
 use super::context::RequestId;
 use super::error::ApiError;
 use super::network::{
@@ -204,7 +206,7 @@ fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
 
 /// The client's own connection, folded from loaded streams (404 for anyone else's).
 fn own_connection(
-    loaded: &events::store::Loaded,
+    loaded: &Loaded,
     e: Uuid,
     connection_id: Uuid,
 ) -> Result<(Connection, AmountFormat), ApiError> {
@@ -274,65 +276,97 @@ async fn raise(
     let signed = SignedRequest::parse(&body, &[("settlementId", settlement_id.to_string())])
         .map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
-    let id = nonce_command(e, &signed);
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.extend([
+    let dispute_id = Uuid::new_v5(&settlement_id, request.connection_id.as_bytes());
+    let by = SignedBy {
+        caller: &caller,
+        e,
+        signed: &signed,
+        key_id,
+    };
+    let streams = vec![
         settlement_stream(settlement_id),
         connection_stream(request.connection_id),
-    ]);
-    let spec = signed_spec(&caller, e, &signed, key_id, id, streams);
-    let dispute_id = Uuid::new_v5(&settlement_id, request.connection_id.as_bytes());
-    run(&state, &request_id, spec, |loaded, at| {
-        recheck(loaded, &caller, e, Role::Client, key_id)?;
-        let (connection, _) = own_connection(loaded, e, request.connection_id)?;
+    ];
+    client_command(
+        &state,
+        &request_id,
+        by,
+        (settlement_id, dispute_id),
+        streams,
+        |loaded, current, at| {
+            let (connection, _) = own_connection(loaded, e, request.connection_id)?;
+            let raise = RaiseDispute {
+                dispute_id,
+                connection_id: request.connection_id,
+                client_enterprise_id: e,
+                user_id: caller.user_id,
+                reason: request.reason.clone(),
+                expected_transfers: expected.clone(),
+                signed: signed_of(&signed, key_id),
+            };
+            current
+                .decide_raise(raise, &connection, at)
+                .map_err(dispute_error)
+        },
+    )
+    .await
+}
+
+/// Who signed a client's dispute command, as verified.
+struct SignedBy<'a> {
+    caller: &'a Caller,
+    e: Uuid,
+    signed: &'a SignedRequest,
+    key_id: Uuid,
+}
+
+/// A signed client command on a dispute's settlement: the access streams plus `streams` are
+/// loaded, access and the key re-checked, and `decide` runs on the settlement; the answer is
+/// the dispute as the command leaves it.
+async fn client_command(
+    state: &AppState,
+    request_id: &RequestId,
+    by: SignedBy<'_>,
+    (settlement_id, dispute_id): (Uuid, Uuid),
+    streams: Vec<StreamName>,
+    decide: impl Fn(&Loaded, &Settlement, Timestamp) -> Result<Vec<DomainEvent>, ApiError>,
+) -> Result<Response, ApiError> {
+    let SignedBy {
+        caller,
+        e,
+        signed,
+        key_id,
+    } = by;
+    let mut all = auth::access_streams(caller, e, Role::Client);
+    all.extend(streams);
+    let spec = signed_spec(caller, e, signed, key_id, nonce_command(e, signed), all);
+    run(state, request_id, spec, |loaded, at| {
+        recheck(loaded, caller, e, Role::Client, key_id)?;
         let current: Settlement = fold(
             loaded,
             &settlement_stream(settlement_id),
             Settlement::evolve,
         );
-        let events = current
-            .decide_raise(
-                RaiseDispute {
-                    dispute_id,
-                    connection_id: request.connection_id,
-                    client_enterprise_id: e,
-                    user_id: caller.user_id,
-                    reason: request.reason.clone(),
-                    expected_transfers: expected.clone(),
-                    signed: signed_of(&signed, key_id),
-                },
-                &connection,
-                at,
-            )
-            .map_err(dispute_error)?;
-        reply(current, events)
+        let events = decide(loaded, &current, at)?;
+        answer(current, events, dispute_id)
     })
     .await
 }
 
-/// The settlement after `events`, answered with the dispute they touched.
-fn reply(current: Settlement, events: Vec<events::domain::DomainEvent>) -> super::command::Decided {
-    let dispute_id = events.iter().find_map(|e| match e {
-        events::domain::DomainEvent::DisputeRaised(d) => Some(d.dispute_id),
-        events::domain::DomainEvent::DisputeUpdated(d) => Some(d.dispute_id),
-        events::domain::DomainEvent::DisputeClosed(d) => Some(d.dispute_id),
-        _ => None,
-    });
+/// The settlement after `events`, answered with dispute `dispute_id` (and its closure).
+fn answer(current: Settlement, events: Vec<DomainEvent>, dispute_id: Uuid) -> Decided {
     let after = events.iter().fold(current, Settlement::evolve);
     let record = after
         .record()
-        .ok_or_else(|| ApiError::internal("settlement missing"))?;
-    let body = match dispute_id.and_then(|id| record.dispute(id)) {
-        Some(d) => {
-            let mut v = view(record, d, None);
-            if d.closure.is_some() {
-                v["disputeClosure"] = closure_view(d);
-            }
-            json!({ "dispute": v })
-        }
-        None => json!({}),
-    };
-    Ok((lifecycle::route(events), Reply::ok(body)))
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    let d = record
+        .dispute(dispute_id)
+        .ok_or_else(|| ApiError::not_found("dispute"))?;
+    let mut v = view(record, d, None);
+    if d.closure.is_some() {
+        v["disputeClosure"] = closure_view(d);
+    }
+    Ok((lifecycle::route(events), Reply::ok(json!({ "dispute": v }))))
 }
 
 async fn raise_signing(
@@ -454,62 +488,34 @@ async fn update(
     let signed = SignedRequest::parse(&body, &update_path_ids(dispute_id, settlement_id))
         .map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.push(settlement_stream(settlement_id));
-    let spec = signed_spec(
-        &caller,
+    let by = SignedBy {
+        caller: &caller,
         e,
-        &signed,
+        signed: &signed,
         key_id,
-        nonce_command(e, &signed),
+    };
+    let streams = vec![settlement_stream(settlement_id)];
+    client_command(
+        &state,
+        &request_id,
+        by,
+        (settlement_id, dispute_id),
         streams,
-    );
-    run(&state, &request_id, spec, |loaded, at| {
-        recheck(loaded, &caller, e, Role::Client, key_id)?;
-        let current: Settlement = fold(
-            loaded,
-            &settlement_stream(settlement_id),
-            Settlement::evolve,
-        );
-        let events = current
-            .decide_update(
-                UpdateDispute {
-                    dispute_id,
-                    connection_id: request.connection_id,
-                    client_enterprise_id: e,
-                    user_id: caller.user_id,
-                    retracted: request.retracted,
-                    reason: request.reason.clone(),
-                    expected_transfers: expected.clone(),
-                    signed: signed_of(&signed, key_id),
-                },
-                at,
-            )
-            .map_err(dispute_error)?;
-        reply_with(current, events, dispute_id)
-    })
+        |_, current, at| {
+            let update = UpdateDispute {
+                dispute_id,
+                connection_id: request.connection_id,
+                client_enterprise_id: e,
+                user_id: caller.user_id,
+                retracted: request.retracted,
+                reason: request.reason.clone(),
+                expected_transfers: expected.clone(),
+                signed: signed_of(&signed, key_id),
+            };
+            current.decide_update(update, at).map_err(dispute_error)
+        },
+    )
     .await
-}
-
-/// As `reply`, for a command that may record nothing (the dispute as it stands).
-fn reply_with(
-    current: Settlement,
-    events: Vec<events::domain::DomainEvent>,
-    dispute_id: Uuid,
-) -> super::command::Decided {
-    if !events.is_empty() {
-        return reply(current, events);
-    }
-    let record = current
-        .record()
-        .ok_or_else(|| ApiError::not_found("settlement"))?;
-    let d = record
-        .dispute(dispute_id)
-        .ok_or_else(|| ApiError::not_found("dispute"))?;
-    Ok((
-        vec![],
-        Reply::ok(json!({ "dispute": view(record, d, None) })),
-    ))
 }
 
 async fn update_signing(
@@ -550,10 +556,7 @@ fn closure_id_of(dispute_id: Uuid) -> Uuid {
 }
 
 /// The streams a closure decides on: the settlement and, for queued transfers, the partner.
-fn closure_streams(
-    settlement: &Settlement,
-    settlement_id: Uuid,
-) -> Vec<events::domain::StreamName> {
+fn closure_streams(settlement: &Settlement, settlement_id: Uuid) -> Vec<StreamName> {
     let mut streams = vec![settlement_stream(settlement_id)];
     if let Some(r) = settlement.record() {
         streams.push(partner_stream(r.staged.partner_id));
@@ -576,40 +579,33 @@ async fn close(
     let signed =
         SignedRequest::parse(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.extend(closure_streams(&settlement, settlement_id));
-    let spec = signed_spec(
-        &caller,
+    let by = SignedBy {
+        caller: &caller,
         e,
-        &signed,
+        signed: &signed,
         key_id,
-        nonce_command(e, &signed),
+    };
+    let streams = closure_streams(&settlement, settlement_id);
+    client_command(
+        &state,
+        &request_id,
+        by,
+        (settlement_id, dispute_id),
         streams,
-    );
-    run(&state, &request_id, spec, |loaded, at| {
-        recheck(loaded, &caller, e, Role::Client, key_id)?;
-        let current: Settlement = fold(
-            loaded,
-            &settlement_stream(settlement_id),
-            Settlement::evolve,
-        );
-        let events = current
-            .decide_close(
-                CloseDispute {
-                    dispute_id,
-                    closure_id: closure_id_of(dispute_id),
-                    closed_by: ClosedBy::Client,
-                    client_enterprise_id: Some(e),
-                    user_id: Some(caller.user_id),
-                    notes: request.notes.clone(),
-                    adjusted_transfers: vec![],
-                    signed: Some(signed_of(&signed, key_id)),
-                },
-                at,
-            )
-            .map_err(dispute_error)?;
-        reply(current, events)
-    })
+        |_, current, at| {
+            let close = CloseDispute {
+                dispute_id,
+                closure_id: closure_id_of(dispute_id),
+                closed_by: ClosedBy::Client,
+                client_enterprise_id: Some(e),
+                user_id: Some(caller.user_id),
+                notes: request.notes.clone(),
+                adjusted_transfers: vec![],
+                signed: Some(signed_of(&signed, key_id)),
+            };
+            current.decide_close(close, at).map_err(dispute_error)
+        },
+    )
     .await
 }
 
@@ -691,7 +687,7 @@ async fn admin_close(
                 at,
             )
             .map_err(dispute_error)?;
-        reply(current, events)
+        answer(current, events, dispute_id)
     })
     .await
 }

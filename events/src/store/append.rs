@@ -283,10 +283,15 @@ impl EventStore {
         let ids: Vec<&str> = streams.iter().map(|s| s.id()).collect();
         let after: Vec<i64> = after.iter().map(|v| *v as i64).collect();
         let rows = sqlx::query(
+            // LATERAL: one index range scan per stream. A plain join lets the planner hash the
+            // streams and scan the whole events table, which grows with history.
             "SELECT e.event_id, e.category, e.stream_id, e.version, e.type_id, e.schema_version,
                     e.payload, e.metadata, e.recorded_at
-             FROM events e JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS u(category, id, after)
-               ON e.category = u.category AND e.stream_id = u.id AND e.version > u.after
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(category, id, after)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM events e
+                 WHERE e.category = u.category AND e.stream_id = u.id AND e.version > u.after
+             ) e
              ORDER BY e.category, e.stream_id, e.version",
         )
         .bind(&cats)
