@@ -19,7 +19,9 @@ use crate::domain::event::Timestamp;
 use crate::domain::settlement::{stream_of, LifecycleRejection, Settlement, SettlementRecord};
 use crate::domain::stream::of;
 use crate::domain::{CommandId, DomainEvent, StreamName};
-use crate::store::{self, execute, Command, Decision, EventStore, ExecuteError, Executed, Loaded};
+use crate::store::{
+    self, execute, AppendError, Command, Decision, EventStore, ExecuteError, Executed, Loaded,
+};
 
 /// The two time-driven steps of a settlement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,14 +48,27 @@ pub fn fold<T: Default>(
     loaded.events(stream).iter().fold(T::default(), evolve)
 }
 
-/// Every stream a step of `record` decides on at `now`: the settlement, each connection it
-/// touches and, to execute (or to finalize when the top-up window is already over, which
-/// executes in the same append), the partner's custody account.
+/// Every stream a step of `record` decides on at `now`: the settlement and the connections the
+/// step may change — to finalize, those with a dispute (their holds may be given back); to
+/// execute (or to finalize when the top-up window is already over, which executes in the same
+/// append), every connection it touches and the partner's custody account. Reading no more than
+/// that keeps unrelated client activity from forcing the step to decide again.
 pub fn streams(record: &SettlementRecord, step: Step, now: Timestamp) -> Vec<StreamName> {
     let mut streams = vec![of::settlement(record.staged.settlement_id)];
-    streams.extend(record.connections().into_iter().map(of::connection));
-    if step == Step::Execute || now >= record.top_up_window_ends() {
+    let executes = step == Step::Execute || now >= record.top_up_window_ends();
+    if executes {
+        streams.extend(record.connections().into_iter().map(of::connection));
         streams.push(of::custody(record.staged.partner_enterprise_id));
+    } else {
+        let disputed: std::collections::BTreeSet<Uuid> =
+            record.disputes.values().map(|d| d.connection_id).collect();
+        streams.extend(
+            record
+                .connections()
+                .into_iter()
+                .filter(|c| disputed.contains(c))
+                .map(of::connection),
+        );
     }
     streams
 }
@@ -62,7 +77,11 @@ pub fn streams(record: &SettlementRecord, step: Step, now: Timestamp) -> Vec<Str
 pub fn route(events: Vec<DomainEvent>) -> Vec<(StreamName, DomainEvent)> {
     events
         .into_iter()
-        .filter_map(|e| stream_of(&e).map(|s| (s, e)))
+        .filter_map(|e| {
+            let stream = stream_of(&e);
+            debug_assert!(stream.is_some(), "no stream for {:?}", e.event_type());
+            stream.map(|s| (s, e))
+        })
         .collect()
 }
 
@@ -211,6 +230,21 @@ pub struct BatchOutcome {
 /// does not hold back the others. The command id follows from the settlements and the stream
 /// versions acted on, so a twin batch from another finalizer is one command.
 pub async fn run_batch(
+    store: &EventStore,
+    steps: &[(Uuid, Step)],
+    now: Timestamp,
+) -> Result<BatchOutcome, ExecuteError> {
+    match run_batch_once(store, steps, now).await {
+        // A dispute committed after the batch was planned made finalization release a hold on
+        // a connection it had not planned to load: plan again on the settlements as they are.
+        Err(ExecuteError::Append(AppendError::UndeclaredStream(_))) => {
+            run_batch_once(store, steps, now).await
+        }
+        other => other,
+    }
+}
+
+async fn run_batch_once(
     store: &EventStore,
     steps: &[(Uuid, Step)],
     now: Timestamp,

@@ -2,10 +2,9 @@
 //! `disputed` and finalization state, withheld (`disputed`) transfers, closure transfers waiting
 //! for a settlement (`pending_settlement_assignment`) and their assignment.
 
-use events::domain::client::wallet_id_of;
 use events::domain::dispute::{
-    Amounts, CarriedClosure, ClosedBy, ClosuresAssigned, ClosuresJoined, DisputeClosed,
-    DisputeRaised, DisputeUpdated,
+    closure_amounts, Amounts, CarriedClosure, ClosedBy, ClosuresAssigned, ClosuresJoined,
+    DisputeClosed, DisputeRaised, DisputeUpdated,
 };
 use events::domain::event::Timestamp;
 use events::domain::settlement::{FundsReleased, SettlementFinalized};
@@ -14,7 +13,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::tenancy::network_delta;
+use crate::tenancy::{insert_transfers, network_delta, TransferRows};
 
 /// `{currency: amount}` as base-unit strings.
 pub fn amounts_json(amounts: &Amounts) -> Value {
@@ -76,11 +75,7 @@ pub async fn closed(tx: &mut PgConnection, e: &DisputeClosed) -> sqlx::Result<()
         ClosedBy::Client => "client",
         ClosedBy::Admin => "admin",
     };
-    let adjusted: Amounts = e
-        .adjusted_transfers
-        .iter()
-        .map(|t| (t.instruction.currency.clone(), t.instruction.quantity))
-        .collect();
+    let adjusted = closure_amounts(e.connection_id, &e.adjusted_transfers);
     sqlx::query("INSERT INTO rm_dispute_closures VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
         .bind(e.closure_id)
         .bind(e.dispute_id)
@@ -107,58 +102,28 @@ pub async fn closed(tx: &mut PgConnection, e: &DisputeClosed) -> sqlx::Result<()
     closure_transfers(tx, &closure, e.settlement_id, e.at).await
 }
 
-/// The closure's transfers, waiting for a settlement; accounts come from the connection.
+/// The closure's transfers, waiting for a settlement.
 async fn closure_transfers(
     tx: &mut PgConnection,
     closure: &CarriedClosure,
     disputed_settlement_id: Uuid,
     at: Timestamp,
 ) -> sqlx::Result<()> {
-    let at = to_datetime(at);
-    // The source is the partner's custody account (a closure is party-shaped).
-    let wallet = partner_wallet(tx, disputed_settlement_id).await?;
-    let ids: Vec<Uuid> = closure.transfers.iter().map(|t| t.transfer_id).collect();
-    let currencies: Vec<&str> = closure
-        .transfers
-        .iter()
-        .map(|t| t.instruction.currency.as_str())
-        .collect();
-    let quantities: Vec<String> = closure
-        .transfers
-        .iter()
-        .map(|t| t.instruction.quantity.to_string())
-        .collect();
-    sqlx::query(
-        "INSERT INTO rm_settlement_transfers
-         SELECT u.id, NULL, s.partner_enterprise_id, $6, NULL, NULL, NULL,
-                d.id, dc.wallet_id, d.network_account_id, d.client_enterprise_id, u.currency, u.quantity::numeric,
-                'pending_settlement_assignment', $2, $2, u.ordinal::integer, $3
-         FROM unnest($4::uuid[], $5::text[], $7::text[]) WITH ORDINALITY AS u(id, currency, quantity, ordinal)
-         JOIN rm_settlements s ON s.id = $8
-         JOIN rm_connections d ON d.id = $1
-         JOIN rm_clients dc ON dc.enterprise_id = d.client_enterprise_id
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(closure.connection_id)
-    .bind(at)
-    .bind(closure.closure_id)
-    .bind(&ids)
-    .bind(&currencies)
-    .bind(wallet)
-    .bind(&quantities)
-    .bind(disputed_settlement_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-async fn partner_wallet(tx: &mut PgConnection, settlement_id: Uuid) -> sqlx::Result<Uuid> {
-    let enterprise: Option<Uuid> =
+    let partner: Option<Uuid> =
         sqlx::query_scalar("SELECT partner_enterprise_id FROM rm_settlements WHERE id = $1")
-            .bind(settlement_id)
+            .bind(disputed_settlement_id)
             .fetch_optional(&mut *tx)
             .await?;
-    Ok(enterprise.map_or(Uuid::nil(), wallet_id_of))
+    let Some(partner_enterprise_id) = partner else {
+        return Ok(());
+    };
+    let rows = TransferRows {
+        settlement_id: None,
+        closure_id: Some(closure.closure_id),
+        partner_enterprise_id,
+        status: "pending_settlement_assignment",
+    };
+    insert_transfers(tx, rows, &closure.transfers, at).await
 }
 
 /// Closures' transfers become the new settlement's, `pending` like its own.

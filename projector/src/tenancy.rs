@@ -9,7 +9,7 @@ use events::domain::client::wallet_id_of;
 use events::domain::connection::{AllocationKind, AllocationRecord, ReleaseReason};
 use events::domain::event::Timestamp;
 use events::domain::money::CurrencyCode;
-use events::domain::settlement::{failure_reason, SettlementApi, SettlementStaged};
+use events::domain::settlement::{failure_reason, SettlementApi, SettlementStaged, Transfer};
 use events::domain::DomainEvent;
 use events::store::to_datetime;
 use sqlx::PgConnection;
@@ -370,7 +370,40 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
     .bind(at)
     .execute(&mut *tx)
     .await?;
-    let n = e.transfers.len();
+    insert_transfers(
+        tx,
+        TransferRows {
+            settlement_id: Some(e.settlement_id),
+            closure_id: None,
+            partner_enterprise_id: e.partner_enterprise_id,
+            status: "pending",
+        },
+        &e.transfers,
+        e.at,
+    )
+    .await?;
+    // Notifications are their own projection (`notifications.rs`).
+    Ok(())
+}
+
+/// Where a batch of transfer rows belongs.
+pub struct TransferRows {
+    /// `None` while a closure's transfers wait for a settlement.
+    pub settlement_id: Option<Uuid>,
+    pub closure_id: Option<Uuid>,
+    pub partner_enterprise_id: Uuid,
+    pub status: &'static str,
+}
+
+/// One insert for all `transfers`; accounts come from the connections' read model: the source
+/// is the partner's custody wallet, or a broker instruction's source connection.
+pub async fn insert_transfers(
+    tx: &mut PgConnection,
+    rows: TransferRows,
+    transfers: &[Transfer],
+    at: Timestamp,
+) -> sqlx::Result<()> {
+    let n = transfers.len();
     let (mut ids, mut sources, mut destinations, mut currencies, mut quantities, mut ordinals) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -379,7 +412,7 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (ordinal, t) in e.transfers.iter().enumerate() {
+    for (ordinal, t) in transfers.iter().enumerate() {
         ids.push(t.transfer_id);
         sources.push(t.instruction.source);
         destinations.push(t.instruction.destination);
@@ -387,12 +420,11 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
         quantities.push(t.instruction.quantity.to_string());
         ordinals.push(ordinal as i32);
     }
-    // One insert for all transfers; accounts come from the connections' read model.
     sqlx::query(
         "INSERT INTO rm_settlement_transfers
          SELECT u.id, $1, $2, coalesce(src.client_wallet, $3), u.source, src.network_account_id, src.client_enterprise_id,
                 d.id, dc.wallet_id, d.network_account_id, d.client_enterprise_id, u.currency, u.quantity::numeric,
-                'pending', $4, $4, u.ordinal
+                $11, $4, $4, u.ordinal, $12
          FROM unnest($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::text[], $10::int[])
               AS u(id, source, destination, currency, quantity, ordinal)
          JOIN rm_connections d ON d.id = u.destination
@@ -404,19 +436,20 @@ async fn settlement_staged(tx: &mut PgConnection, e: &SettlementStaged) -> sqlx:
          ) src ON true
          ON CONFLICT DO NOTHING",
     )
-    .bind(e.settlement_id)
-    .bind(e.partner_enterprise_id)
-    .bind(wallet_id_of(e.partner_enterprise_id))
-    .bind(at)
+    .bind(rows.settlement_id)
+    .bind(rows.partner_enterprise_id)
+    .bind(wallet_id_of(rows.partner_enterprise_id))
+    .bind(to_datetime(at))
     .bind(&ids)
     .bind(&sources as &[Option<Uuid>])
     .bind(&destinations)
     .bind(&currencies)
     .bind(&quantities)
     .bind(&ordinals)
+    .bind(rows.status)
+    .bind(rows.closure_id)
     .execute(&mut *tx)
     .await?;
-    // Notifications are their own projection (`notifications.rs`).
     Ok(())
 }
 

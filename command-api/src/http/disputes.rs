@@ -14,8 +14,8 @@ use axum::{Extension, Json, Router};
 use events::codec::Actor;
 use events::domain::connection::Connection;
 use events::domain::dispute::{
-    Amounts, CloseDispute, ClosedBy, DisputeRecord, DisputeRejection, RaiseDispute, Signed,
-    UpdateDispute,
+    closure_amounts, Amounts, CloseDispute, ClosedBy, DisputeRecord, DisputeRejection,
+    RaiseDispute, Signed, UpdateDispute,
 };
 use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
@@ -41,8 +41,9 @@ use super::settlements::{load_settlement, page_of, retry, settlement_stream, Ret
 use super::views::time;
 use crate::state::{sha256, AppState};
 
-/// How often a dispute look-up polls the read model while it catches up.
-const LOCATE_POLL: Duration = Duration::from_millis(5);
+/// How often a dispute look-up polls the read model while it catches up (an unknown id costs
+/// the bounded wait, so this stays coarse).
+const LOCATE_POLL: Duration = Duration::from_millis(50);
 
 pub fn network_routes() -> Router<AppState> {
     let client = "/v1/enterprises/{e}/clients";
@@ -122,11 +123,7 @@ fn closure_view(d: &DisputeRecord) -> Value {
     let Some(c) = &d.closure else {
         return Value::Null;
     };
-    let adjusted: Amounts = c
-        .adjusted_transfers
-        .iter()
-        .map(|t| (t.instruction.currency.clone(), t.instruction.quantity))
-        .collect();
+    let adjusted = closure_amounts(d.connection_id, &c.adjusted_transfers);
     json!({
         "id": c.closure_id,
         "closedBy": match c.closed_by { ClosedBy::Client => "client", ClosedBy::Admin => "admin" },
@@ -155,6 +152,7 @@ fn dispute_error(e: DisputeRejection) -> ApiError {
         DisputeRejection::NotDisputable => ApiError::unprocessable("not_disputable", message),
         DisputeRejection::WindowClosed => ApiError::unprocessable("dispute_window_closed", message),
         DisputeRejection::WindowOpen => ApiError::unprocessable("dispute_window_open", message),
+        DisputeRejection::Finalizing => ApiError::conflict("settlement_finalizing", message),
         DisputeRejection::Closed => ApiError::unprocessable("dispute_closed", message),
         DisputeRejection::Retracted => ApiError::unprocessable("dispute_retracted", message),
         DisputeRejection::ConnectionNotOurs

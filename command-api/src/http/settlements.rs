@@ -362,30 +362,11 @@ async fn settle(
         &[partner.id.as_bytes(), parsed.external_id.as_bytes()],
     );
     let settlement_id = Uuid::new_v5(&command_id.as_uuid(), b"settlement");
-    let mut connections: BTreeSet<Uuid> = parsed
+    let connections: BTreeSet<Uuid> = parsed
         .instructions
         .iter()
         .flat_map(|i| std::iter::once(i.destination).chain(i.source))
         .collect();
-    let mut streams = auth::access_streams(&caller, e, Role::Partner);
-    streams.push(settlement_stream(settlement_id));
-    if api == SettlementApi::V1 {
-        streams.push(custody_stream(e));
-    }
-
-    // Closed disputes waiting for this partner's next v2 settlement join it (SPEC §7.5): their
-    // connections and their disputed settlements are decided on too.
-    let closures: Vec<CarriedClosure> = match api {
-        SettlementApi::V2 => partner.pending_closures.values().cloned().collect(),
-        SettlementApi::V1 => vec![],
-    };
-    connections.extend(closures.iter().flat_map(closure_connections));
-    streams.extend(connections.iter().map(|c| connection_stream(*c)));
-    let disputed: BTreeSet<Uuid> = closures.iter().map(|c| c.disputed_settlement_id).collect();
-    streams.extend(disputed.iter().map(|s| settlement_stream(*s)));
-    let mut spec = signed_spec(&caller, e, &signed, key_id, command_id, streams);
-    spec.request_hash = parsed.content_hash;
-
     let context = StagingInput {
         api,
         parsed,
@@ -396,10 +377,46 @@ async fn settle(
         signature: signed.signature().to_hex(),
         e,
     };
-    let (response, replayed) = run_replayable(&state, &request_id, spec, |loaded, at| {
-        decide_settlement(loaded, &context, &connections, &disputed, at)
-    })
-    .await?;
+    // Closed disputes waiting for this partner's next v2 settlement join it (SPEC §7.5): their
+    // connections and their disputed settlements are decided on too. A closure queued after
+    // the partner was read sends the staging round again with the queue as it is now.
+    let mut pending = partner.pending_closures;
+    let mut round = 0;
+    let (response, replayed) = loop {
+        round += 1;
+        let closures: Vec<CarriedClosure> = match api {
+            SettlementApi::V2 => pending.values().cloned().collect(),
+            SettlementApi::V1 => vec![],
+        };
+        let mut touched = connections.clone();
+        touched.extend(closures.iter().flat_map(closure_connections));
+        let disputed: BTreeSet<Uuid> = closures.iter().map(|c| c.disputed_settlement_id).collect();
+        let mut streams = auth::access_streams(&caller, e, Role::Partner);
+        streams.push(settlement_stream(settlement_id));
+        if api == SettlementApi::V1 {
+            streams.push(custody_stream(e));
+        }
+        streams.extend(touched.iter().map(|c| connection_stream(*c)));
+        streams.extend(disputed.iter().map(|s| settlement_stream(*s)));
+        let mut spec = signed_spec(&caller, e, &signed, key_id, command_id, streams);
+        spec.request_hash = context.parsed.content_hash;
+        let ran = run_replayable(&state, &request_id, spec, |loaded, at| {
+            decide_settlement(loaded, &context, &touched, &disputed, at)
+        })
+        .await;
+        match ran {
+            Err(e) if e.code == CLOSURES_CHANGED && round < STAGING_ROUNDS_MAX => {
+                let partner_stream = auth::partner_stream(partner.id);
+                let loaded = auth::load(&state, std::slice::from_ref(&partner_stream)).await?;
+                let now: Partner = fold(&loaded, &partner_stream, Partner::evolve);
+                pending = now
+                    .record()
+                    .map(|p| p.pending_closures.clone())
+                    .unwrap_or_default();
+            }
+            other => break other?,
+        }
+    };
     // The same body again: for a failed settlement it retries the execution (SPEC §8, §9.3).
     if replayed {
         let current = load_settlement(&state, settlement_id).await?;
@@ -418,6 +435,11 @@ async fn settle(
     }
     Ok(response)
 }
+
+/// Error code of a staging that saw the partner's closure queue change under it.
+const CLOSURES_CHANGED: &str = "contention";
+/// How often staging goes round again when the closure queue changed meanwhile.
+const STAGING_ROUNDS_MAX: u32 = 4;
 
 struct StagingInput {
     api: SettlementApi,
@@ -487,11 +509,11 @@ fn decide_settlement(
         !closure_connections(c).all(|id| connection_ids.contains(&id))
             || !disputed.contains(&c.disputed_settlement_id)
     }) {
-        // A dispute was closed between the access check and this decision: go round again.
+        // A dispute was closed between reading the partner and this decision: go round again.
         return Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "contention",
-            "a dispute closed while the settlement was staged; retry",
+            CLOSURES_CHANGED,
+            "disputes kept closing while the settlement was staged; retry",
         ));
     }
     let transfers = input

@@ -173,6 +173,8 @@ pub enum DisputeRejection {
     WindowClosed,
     #[error("the dispute window of this settlement is still open")]
     WindowOpen,
+    #[error("the dispute window has closed and the settlement is being finalized; retry shortly")]
+    Finalizing,
     #[error("this connection already disputes this settlement")]
     AlreadyDisputed,
     #[error("the dispute is closed")]
@@ -302,17 +304,36 @@ impl SettlementRecord {
             .is_some_and(|f| f.withheld.contains(&connection_id))
     }
 
-    /// The transfers that touch `connection_id` (as destination or broker source).
-    pub fn transfers_of(&self, connection_id: Uuid) -> Vec<Transfer> {
+    /// The withheld transfers a closure of `connection_id`'s dispute carries as they stood:
+    /// those to it and, of a broker's, those from it whose destination was not withheld too — so
+    /// an instruction between two disputing connections is carried by one closure, not both.
+    pub fn carried_by(&self, connection_id: Uuid) -> Vec<Transfer> {
         self.all_transfers()
-            .filter(|t| touches(&t.instruction, connection_id))
+            .filter(|t| {
+                let i = &t.instruction;
+                i.destination == connection_id
+                    || (i.source == Some(connection_id) && !self.is_withheld(i.destination))
+            })
             .cloned()
             .collect()
     }
 }
 
-fn touches(i: &Instruction, connection_id: Uuid) -> bool {
-    i.destination == connection_id || i.source == Some(connection_id)
+/// A closure's transfers as amounts per currency from `connection_id`'s side (`+` it receives),
+/// summed: what its `adjustedTransfers` says.
+pub fn closure_amounts(connection_id: Uuid, transfers: &[Transfer]) -> Amounts {
+    let mut sums: BTreeMap<CurrencyCode, i128> = BTreeMap::new();
+    for t in transfers {
+        let i = &t.instruction;
+        let signed = if i.destination == connection_id {
+            i.quantity
+        } else {
+            i.quantity.saturating_neg()
+        };
+        let sum = sums.entry(i.currency.clone()).or_default();
+        *sum = sum.saturating_add(signed);
+    }
+    sums.into_iter().collect()
 }
 
 /// Adjusted transfers of a closure, one per currency, with ids derived from the closure.
@@ -461,6 +482,11 @@ impl Settlement {
             return Err(DisputeRejection::Closed);
         }
         let frozen = record.finalized.is_some();
+        // Disputes freeze when the window closes (SPEC §9.2); until finalization has recorded
+        // which connections it withheld, a closure cannot know what it carries.
+        if !frozen && now >= record.dispute_window_ends() {
+            return Err(DisputeRejection::Finalizing);
+        }
         if command.closed_by == ClosedBy::Admin {
             if !frozen {
                 return Err(DisputeRejection::WindowOpen);
@@ -477,7 +503,7 @@ impl Settlement {
         let adjusted_transfers = match (command.closed_by, withheld) {
             (_, false) => vec![],
             (ClosedBy::Client, true) => record
-                .transfers_of(dispute.connection_id)
+                .carried_by(dispute.connection_id)
                 .into_iter()
                 .enumerate()
                 .map(|(n, t)| Transfer {
@@ -891,6 +917,89 @@ mod tests {
         assert_eq!(
             closed.decide_close(close(ClosedBy::Admin, vec![]), at(21)),
             Err(DisputeRejection::Closed)
+        );
+    }
+
+    fn broker_line(n: u128, source: Uuid, destination: Uuid, quantity: i128) -> Transfer {
+        let mut t = transfer(n, destination, quantity);
+        t.instruction.source = Some(source);
+        t
+    }
+
+    #[test]
+    fn an_instruction_between_two_disputing_connections_is_carried_once() {
+        // C1 pays C2 30 (broker shape); both dispute, both withheld, both close as invalid.
+        let s = Settlement::Absent.evolve(&staged(S, vec![broker_line(1, C1, C2, 30)]).into());
+        let (c1, c2) = (connection(C1, 100), connection(C2, 100));
+        let mut second = raise(C2);
+        second.dispute_id = Uuid::from_u128(0xd2);
+        let s = then(s.clone(), s.decide_raise(raise(C1), &c1, at(1)));
+        let s = then(s.clone(), s.decide_raise(second, &c2, at(1)));
+        let s = then(s.clone(), s.decide_finalize(at(10)));
+        let carried = |s: &Settlement, dispute_id: u128, closure: u128| {
+            let mut c = close(ClosedBy::Client, vec![]);
+            c.dispute_id = Uuid::from_u128(dispute_id);
+            c.closure_id = Uuid::from_u128(closure);
+            s.decide_close(c, at(20))
+                .unwrap()
+                .iter()
+                .filter_map(|e| match e {
+                    DomainEvent::ClosureQueued(q) => Some(q.closure.transfers.len()),
+                    _ => None,
+                })
+                .sum::<usize>()
+        };
+        assert_eq!(
+            carried(&s, 0xd1, 0xc1) + carried(&s, 0xd2, 0xc2),
+            1,
+            "the instruction joins exactly one closure"
+        );
+    }
+
+    #[test]
+    fn execution_never_pays_a_loss_from_another_settlements_hold() {
+        // C1 → C2 50 and C2 → C3 70: C2 nets −20 and holds 20. C1's dispute withholds the first
+        // line, so C2 would owe 70 on a hold of 20: execution fails instead of taking the 50
+        // another settlement holds on C2.
+        let c3 = Uuid::from_u128(3);
+        let s = Settlement::Absent.evolve(
+            &staged(
+                S,
+                vec![broker_line(1, C1, C2, 50), broker_line(2, C2, c3, 70)],
+            )
+            .into(),
+        );
+        let s = then(
+            s.clone(),
+            s.decide_raise(raise(C1), &connection(C1, 100), at(1)),
+        );
+        let s = then(s.clone(), s.decide_finalize(at(10)));
+        let mut c2 = connection(C2, 200);
+        // 20 held by this settlement, 50 by another one.
+        for (settlement, quantity) in [(S, 20), (Uuid::from_u128(0x77), 50)] {
+            c2 = c2.evolve(
+                &crate::domain::settlement::FundsHeld {
+                    connection_id: C2,
+                    settlement_id: settlement,
+                    currency: btc(),
+                    quantity,
+                    at: T0,
+                }
+                .into(),
+            );
+        }
+        let connections =
+            BTreeMap::from([(C1, connection(C1, 100)), (C2, c2), (c3, connection(c3, 0))]);
+        let events = s
+            .decide_execute(
+                &connections,
+                &crate::domain::custody::Custody::default(),
+                at(15),
+            )
+            .unwrap();
+        assert!(
+            matches!(events.as_slice(), [DomainEvent::SettlementFailed(f)] if f.short_currencies == vec![btc()]),
+            "{events:?}"
         );
     }
 

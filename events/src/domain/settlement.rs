@@ -556,11 +556,23 @@ impl Settlement {
             })
             .map(|(currency, _)| currency.clone())
             .collect();
+        // A loss is paid from this settlement's own hold, never from another settlement's: its
+        // hold is what staging placed less what finalization gave back. (A broker instruction
+        // withheld on one side can leave the other side owing more than that: it fails here.)
+        let placed = holds_of(&self::nets(&record.instructions(|_| true))?);
         for ((connection_id, currency), net) in &nets {
+            if *net >= 0 {
+                continue;
+            }
+            let needed = net.checked_neg().ok_or(MoneyError::Overflow)?;
+            let own = placed
+                .get(&(*connection_id, currency.clone()))
+                .copied()
+                .unwrap_or(0);
             let held = connections
                 .get(connection_id)
                 .map_or(0, |c| c.balance(currency).held());
-            if *net < 0 && held < net.checked_neg().ok_or(MoneyError::Overflow)? {
+            if own < needed || held < needed {
                 short.insert(currency.clone());
             }
         }
