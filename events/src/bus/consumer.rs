@@ -112,20 +112,27 @@ fn lock_key(name: &str) -> i64 {
 }
 
 /// Waits until this process holds the lock `key` on a connection of its own; `None` on shutdown.
+/// A standby keeps one connection and asks on it; it reconnects only when that connection fails.
 async fn hold_lock(
     database_url: &str,
     key: i64,
     shutdown: &CancellationToken,
 ) -> Option<PgConnection> {
     use sqlx::Connection;
+    let mut conn: Option<PgConnection> = None;
     loop {
-        if let Ok(mut conn) = PgConnection::connect(database_url).await {
-            let won: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        if conn.is_none() {
+            conn = PgConnection::connect(database_url).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            match sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
                 .bind(key)
-                .fetch_one(&mut conn)
-                .await;
-            if matches!(won, Ok(true)) {
-                return Some(conn);
+                .fetch_one(&mut *c)
+                .await
+            {
+                Ok(true) => return conn,
+                Ok(false) => {}
+                Err(_) => conn = None,
             }
         }
         tokio::select! {
