@@ -599,10 +599,7 @@ pub fn evolve_disputes(disputes: &mut BTreeMap<Uuid, DisputeRecord>, event: &Dom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::connection::{
-        network_account_id_of, AllocationCleared, AllocationKind, AllocationRecord,
-        ConnectionCreated,
-    };
+    use crate::domain::fixtures::{btc, funded_connection};
     use crate::domain::money::AmountFormat;
     use crate::domain::partner::PartnerRecord;
     use crate::domain::settlement::{
@@ -621,47 +618,12 @@ mod tests {
     const D: i64 = 10_000_000;
     const T: i64 = 5_000_000;
 
-    fn btc() -> CurrencyCode {
-        CurrencyCode::parse("BTC").unwrap()
-    }
-
     fn at(seconds: i64) -> Timestamp {
         Timestamp(T0.0 + seconds * 1_000_000)
     }
 
     fn connection(id: Uuid, allocated: i128) -> Connection {
-        let created = ConnectionCreated {
-            connection_id: id,
-            name: "c".into(),
-            client_id: Uuid::from_u128(9),
-            client_enterprise_id: CLIENT_E,
-            partner_id: PARTNER,
-            partner_enterprise_id: PARTNER_E,
-            network_account_id: network_account_id_of(id),
-            amount_format: AmountFormat::BaseUnits,
-            connection_key: "k".into(),
-            nonce: "n".into(),
-            proof: "p".into(),
-            at: T0,
-        };
-        let allocation = AllocationRecord {
-            allocation_id: Uuid::from_u128(id.as_u128() + 100),
-            kind: AllocationKind::Allocation,
-            connection_id: id,
-            currency: btc(),
-            quantity: allocated,
-            client_external_id: format!("a{id}"),
-            initiated_by: Uuid::from_u128(7),
-            notes: None,
-            released: None,
-            at: T0,
-        };
-        [
-            DomainEvent::from(created),
-            AllocationCleared { allocation }.into(),
-        ]
-        .iter()
-        .fold(Connection::Absent, Connection::evolve)
+        funded_connection(id, (PARTNER, PARTNER_E), CLIENT_E, allocated, T0)
     }
 
     fn partner() -> PartnerRecord {

@@ -8,6 +8,8 @@ pub mod custody;
 pub mod dispute;
 pub mod enterprise;
 pub mod event;
+#[cfg(test)]
+mod fixtures;
 pub mod ids;
 pub mod money;
 pub mod partner;

@@ -716,11 +716,8 @@ pub fn apply_to_balance(balance: Balance, event: &DomainEvent) -> Result<Balance
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::connection::{
-        network_account_id_of, AllocationCleared, AllocationKind, AllocationRecord,
-        ConnectionCreated,
-    };
     use crate::domain::custody::DepositCredited;
+    use crate::domain::fixtures::{btc, funded_connection};
     use crate::domain::money::AmountFormat;
 
     const PARTNER: Uuid = Uuid::from_u128(0xa);
@@ -730,10 +727,6 @@ mod tests {
     const FOREIGN: Uuid = Uuid::from_u128(3);
     const S: Uuid = Uuid::from_u128(0x5);
     const NOW: Timestamp = Timestamp(1_000_000_000_000);
-
-    fn btc() -> CurrencyCode {
-        CurrencyCode::parse("BTC").unwrap()
-    }
 
     fn partner(broker: bool) -> PartnerRecord {
         PartnerRecord {
@@ -754,38 +747,13 @@ mod tests {
 
     /// A connection to `partner_id` with `allocated` BTC available.
     fn connection(id: Uuid, partner_id: Uuid, allocated: i128) -> Connection {
-        let created = ConnectionCreated {
-            connection_id: id,
-            name: "c".into(),
-            client_id: Uuid::from_u128(9),
-            client_enterprise_id: Uuid::from_u128(8),
-            partner_id,
-            partner_enterprise_id: PARTNER_E,
-            network_account_id: network_account_id_of(id),
-            amount_format: AmountFormat::BaseUnits,
-            connection_key: "k".into(),
-            nonce: "n".into(),
-            proof: "p".into(),
-            at: NOW,
-        };
-        let allocation = AllocationRecord {
-            allocation_id: Uuid::from_u128(id.as_u128() + 100),
-            kind: AllocationKind::Allocation,
-            connection_id: id,
-            currency: btc(),
-            quantity: allocated,
-            client_external_id: format!("a{id}"),
-            initiated_by: Uuid::from_u128(7),
-            notes: None,
-            released: None,
-            at: NOW,
-        };
-        [
-            DomainEvent::from(created),
-            AllocationCleared { allocation }.into(),
-        ]
-        .iter()
-        .fold(Connection::Absent, Connection::evolve)
+        funded_connection(
+            id,
+            (partner_id, PARTNER_E),
+            Uuid::from_u128(8),
+            allocated,
+            NOW,
+        )
     }
 
     fn connections(c1: i128, c2: i128) -> BTreeMap<Uuid, Connection> {
