@@ -177,15 +177,16 @@ pub async fn btc(app: &TestApp, l: &Lifecycle) -> (Vec<(i128, i128)>, i128) {
     (vec![of(&l.c1), of(&l.c2)], custody)
 }
 
-fn transfer_statuses(read: &Value) -> Vec<(String, String)> {
+/// (quantity, status) of each transfer of a settlement read, sorted.
+pub fn transfer_statuses(read: &Value) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = read["settlementTransfers"]
         .as_array()
-        .unwrap()
+        .expect("transfers")
         .iter()
         .map(|t| {
             (
-                t["quantity"].as_str().unwrap().to_owned(),
-                t["status"].as_str().unwrap().to_owned(),
+                t["quantity"].as_str().expect("quantity").to_owned(),
+                t["status"].as_str().expect("status").to_owned(),
             )
         })
         .collect();

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::disputes::{btc, raise, settled, stage, Lifecycle};
+use crate::disputes::{btc, raise, settled, stage, transfer_statuses, Lifecycle};
 use crate::support::*;
 
 /// Dispute window of the rule tests: 0.1 minutes (6 s), so that the dozen requests each makes
@@ -242,23 +242,6 @@ async fn client_disputes(app: &TestApp, w: &World, query: &str, position: &str) 
         .as_array()
         .expect("disputes")
         .clone()
-}
-
-/// (quantity, status) of each transfer of a settlement read, sorted.
-fn transfer_statuses(read: &Value) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = read["settlementTransfers"]
-        .as_array()
-        .expect("transfers")
-        .iter()
-        .map(|t| {
-            (
-                t["quantity"].as_str().expect("quantity").to_owned(),
-                t["status"].as_str().expect("status").to_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn base_units(v: &Value) -> i128 {
