@@ -244,14 +244,11 @@ async fn raise(
     Path((e, settlement_id)): Path<(Uuid, Uuid)>,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let request: RaiseRequest = parse(&own_fields(&body))?;
-    let (access, loaded) = auth::authorize_with(
+    let loaded = auth::load(
         &state,
-        &caller,
-        e,
-        Role::Client,
         &[
             connection_stream(request.connection_id),
             settlement_stream(settlement_id),
@@ -376,14 +373,7 @@ async fn raise_signing(
     auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let request: RaiseRequest = parse(&own_fields(&body))?;
-    let (_, loaded) = auth::authorize_with(
-        &state,
-        &caller,
-        e,
-        Role::Client,
-        &[connection_stream(request.connection_id)],
-    )
-    .await?;
+    let loaded = auth::load(&state, &[connection_stream(request.connection_id)]).await?;
     let (_, format) = own_connection(&loaded, e, request.connection_id)?;
     parse_amounts(
         &request.expected_transfers,
@@ -433,20 +423,18 @@ fn update_path_ids(dispute_id: Uuid, settlement_id: Uuid) -> [(&'static str, Str
     ]
 }
 
-/// What a client's dispute request needs before it is signed-checked: access, its connection's
-/// amount format, and the dispute's settlement.
+/// What a client's dispute request needs, once access is checked, before its signature is: its
+/// connection's amount format, and the dispute's settlement (404 unless it is the client's).
 async fn dispute_access(
     state: &AppState,
-    caller: &Caller,
     e: Uuid,
     dispute_id: Uuid,
     connection_id: Option<Uuid>,
-) -> Result<(auth::Access, AmountFormat, Uuid, Settlement), ApiError> {
-    auth::authorize(state, caller, e, Role::Client).await?;
+) -> Result<(AmountFormat, Uuid, Settlement), ApiError> {
     let settlement_id = locate(state, dispute_id).await?;
     let mut extra = vec![settlement_stream(settlement_id)];
     extra.extend(connection_id.map(connection_stream));
-    let (access, loaded) = auth::authorize_with(state, caller, e, Role::Client, &extra).await?;
+    let loaded = auth::load(state, &extra).await?;
     let settlement: Settlement = fold(
         &loaded,
         &settlement_stream(settlement_id),
@@ -463,7 +451,7 @@ async fn dispute_access(
         Some(c) => own_connection(&loaded, e, c)?.1,
         None => AmountFormat::BaseUnits,
     };
-    Ok((access, format, settlement_id, settlement))
+    Ok((format, settlement_id, settlement))
 }
 
 async fn update(
@@ -473,11 +461,11 @@ async fn update(
     Path((e, dispute_id)): Path<(Uuid, Uuid)>,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
-    let (access, format, settlement_id, _) =
-        dispute_access(&state, &caller, e, dispute_id, Some(request.connection_id)).await?;
+    let (format, settlement_id, _) =
+        dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
     let expected = request
         .expected_transfers
         .as_ref()
@@ -525,8 +513,8 @@ async fn update_signing(
     auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
-    let (_, format, settlement_id, _) =
-        dispute_access(&state, &caller, e, dispute_id, Some(request.connection_id)).await?;
+    let (format, settlement_id, _) =
+        dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
     if let Some(v) = &request.expected_transfers {
         parse_amounts(v, "expectedTransfers", format, &state.currencies)?;
     }
@@ -569,11 +557,10 @@ async fn close(
     Path((e, dispute_id)): Path<(Uuid, Uuid)>,
     raw: RawBody,
 ) -> Result<Response, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
+    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let request: CloseRequest = parse(&own_fields(&body))?;
-    let (access, _, settlement_id, settlement) =
-        dispute_access(&state, &caller, e, dispute_id, None).await?;
+    let (_, settlement_id, settlement) = dispute_access(&state, e, dispute_id, None).await?;
     let signed =
         SignedRequest::parse(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -616,7 +603,7 @@ async fn close_signing(
     auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json()?;
     let _: CloseRequest = parse(&own_fields(&body))?;
-    dispute_access(&state, &caller, e, dispute_id, None).await?;
+    dispute_access(&state, e, dispute_id, None).await?;
     let payload = signing_payload(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
     Ok(Json(json!({ "payload": payload })))
 }
