@@ -130,5 +130,12 @@ mod tests {
         super::Config::command().debug_assert();
         let config = <super::Config as clap::Parser>::try_parse_from(["finalizer"]);
         assert!(config.is_ok(), "{config:?}");
+        if std::env::vars().all(|(k, _)| !k.starts_with("SETTLE_WEBHOOK_")) {
+            assert_eq!(
+                config.map(|c| c.webhooks).ok(),
+                Some(super::webhooks::WebhookConfig::default()),
+                "the in-code defaults are the flags' defaults"
+            );
+        }
     }
 }

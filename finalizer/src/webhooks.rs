@@ -23,7 +23,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Delivery settings; every field has an environment name (and a flag when flattened into a
 /// binary's configuration).
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct WebhookConfig {
     /// 64 hex characters: the 32-byte Ed25519 seed of the webhook signing key. Unset: the
     /// public development key (a warning is logged).
