@@ -33,6 +33,23 @@ pub struct Config {
     /// Path of a currency table (JSON); the shipped default otherwise.
     #[arg(long, env = "SETTLE_CURRENCIES")]
     pub currencies: Option<std::path::PathBuf>,
+    /// 64 hex characters: the webhook signing seed, the finalizer's too (this process shows its
+    /// public key). Required, except in development mode.
+    #[arg(long, env = schemas::signing::webhook::WEBHOOK_SEED_ENV, hide_env_values = true)]
+    pub webhook_seed: Option<String>,
+    /// Internal destinations a webhook URL may name after all: comma-separated host names, IP
+    /// addresses and CIDR networks. Loopback, private, link-local, metadata and other internal
+    /// addresses are refused unless named here.
+    #[arg(long, env = "SETTLE_WEBHOOK_ALLOW")]
+    pub webhook_allow: Option<String>,
+    /// Development mode: without `SETTLE_WEBHOOK_SEED`, use the public development key (logged
+    /// loudly) instead of refusing to start. Local stacks and tests only.
+    #[arg(long, env = "SETTLE_DEVELOPMENT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub development: bool,
+    #[command(flatten)]
+    pub edge: http::edge::EdgeConfig,
+    #[command(flatten)]
+    pub audit: http::audit::AuditConfig,
     #[command(subcommand)]
     pub command: Option<Subcommand>,
 }
@@ -57,6 +74,15 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Secrets and settings first: without a signing seed (outside development mode) or with a
+    // bad allow-list the process stops before it touches anything.
+    let webhooks = state::WebhookSettings::from_config(
+        config.webhook_seed.as_deref(),
+        config.webhook_allow.as_deref(),
+        config.development,
+    )?;
+    // The audit key likewise (ADR 0010): checkpoints are signed with it.
+    let audit = http::audit::AuditSettings::from_config(&config.audit, config.development)?;
     let pool = db::connect(&config.common.database_url, config.common.db_connections).await?;
     db::migrate(&pool).await?;
     db::check_durability(&pool).await?;
@@ -64,13 +90,17 @@ pub async fn run(
     events::bus::ensure_stream(&js, &config.common.bus()).await?;
 
     let (progress, progress_rx) = watch::channel(LeaderProgress::default());
+    // The relay's stalls and payload limit, for readiness (only a leader's relay reports any).
+    let relay_health = leader::RelayHealth::default();
     let sequencer = if config.sequencer {
         let name = format!("command-api@{}:{}", hostname(), std::process::id());
-        let leader_config = LeaderConfig::new(
+        let mut leader_config = LeaderConfig::new(
             config.common.database_url.clone(),
             name,
             config.common.bus(),
         );
+        leader_config.health = relay_health.clone();
+        leader_config.nats_url = Some(config.common.nats_url.clone());
         Some(tokio::spawn(leader::run(
             pool.clone(),
             js.clone(),
@@ -87,22 +117,40 @@ pub async fn run(
         let nats = js.clone();
         Arc::new(move || {
             let (pool, nats, progress) = (pool.clone(), nats.clone(), progress_rx.clone());
+            let relay_health = relay_health.clone();
             Box::pin(async move {
                 let p = *progress.borrow();
                 let mut checks = service::base_checks(&pool, &nats).await;
                 checks.push(("relay", relay_check(p)));
+                checks.extend(relay_health.checks());
                 checks
             })
         })
     };
     tracing::info!(listen = %listener.local_addr()?, "command-api listening");
     let currencies = load_currencies(config.currencies.as_deref())?;
-    let state = state::AppState::new(pool.clone(), currencies, config.admin_token.as_deref());
-    let app = http::router(state, service::ops_router(readiness));
-    service::serve(listener, app, shutdown.clone()).await?;
+    let state = state::AppState::new(pool.clone(), currencies, config.admin_token.as_deref())
+        .with_webhooks(webhooks)
+        .with_audit(audit);
+    // The periodic full chain verification (one process per interval) and its `/metrics`.
+    let verifier = tokio::spawn(events::audit::chain::run_verifier(
+        pool.clone(),
+        format!("command-api@{}:{}", hostname(), std::process::id()),
+        config.audit.verify_interval(),
+        shutdown.clone(),
+    ));
+    let app = http::router(state, service::ops_router(readiness), &config.edge);
+    service::serve_with(
+        listener,
+        app,
+        config.edge.header_read_timeout(),
+        shutdown.clone(),
+    )
+    .await?;
     if let Some(sequencer) = sequencer {
         sequencer.await.context("sequencer task panicked")??;
     }
+    verifier.await.context("chain verifier panicked")?;
     pool.close().await;
     tracing::info!("command-api stopped");
     Ok(())

@@ -2,8 +2,10 @@
 //!
 //! `domain` and `codec` are pure (no I/O, no clock, no randomness); `store` is the only code that
 //! writes events (Postgres); `bus` is the only code that speaks NATS; `service` holds what every
-//! process shares (configuration, health, metrics, shutdown).
+//! process shares (configuration, health, metrics, shutdown); `audit` holds the auditor's reads
+//! of the log (it writes no events).
 
+pub mod audit;
 pub mod bus;
 pub mod codec;
 pub mod domain;

@@ -38,15 +38,22 @@ impl CommonConfig {
         crate::bus::BusConfig {
             stream: self.events_stream.clone(),
             subject_prefix: self.events_subject_prefix.clone(),
+            // Environment only (every process reads the same name): see `replicas_setting`.
+            replicas: crate::bus::replicas_setting(
+                std::env::var("SETTLE_EVENTS_REPLICAS").ok().as_deref(),
+            ),
         }
     }
 }
 
-/// Structured logs; `RUST_LOG` filters (default `info`, sqlx at `warn`), `SETTLE_LOG_JSON=1` switches to JSON.
+/// Structured logs on standard error; `RUST_LOG` filters (default `info`, sqlx at `warn`), `SETTLE_LOG_JSON=1` switches to JSON.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to standard error, so a subcommand's output on standard out can be piped.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if std::env::var("SETTLE_LOG_JSON").is_ok_and(|v| v == "1") {
         builder.json().try_init()
     } else {
@@ -100,6 +107,24 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// One readiness check's result: its name and what is wrong, if anything.
 pub type Check = (&'static str, Result<(), String>);
+
+/// A check name made at run time (`parked:<consumer>`), kept for the life of the process: the
+/// names are few and fixed per process, so each is stored once.
+pub fn check_name(name: String) -> &'static str {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static NAMES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.get(name.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
 pub type ReadinessFuture = Pin<Box<dyn Future<Output = Vec<Check>> + Send>>;
 /// Runs every readiness check of a process.
 pub type Readiness = Arc<dyn Fn() -> ReadinessFuture + Send + Sync>;
@@ -182,13 +207,77 @@ pub async fn nats_check(js: &async_nats::jetstream::Context) -> Result<(), Strin
         .map_err(|e| e.to_string())
 }
 
+/// How long a client may take to send a request's headers before its connection is closed
+/// (slow-header clients would otherwise hold connections open forever).
+pub const HEADER_READ_TIMEOUT_DEFAULT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The caller's socket address, added to every request's extensions by `serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Serves `router` until `shutdown`, then finishes in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    serve_with(listener, router, HEADER_READ_TIMEOUT_DEFAULT, shutdown).await
+}
+
+/// As `serve`, closing any connection that does not deliver a request's headers within
+/// `header_read_timeout`. Each request carries the caller's `PeerAddr`.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_DRAIN_MAX, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time; closing");
+    }
+    Ok(())
 }

@@ -12,6 +12,16 @@ use uuid::Uuid;
 use crate::bus::BusConfig;
 use crate::store::db;
 
+/// The webhook signing seed every test process runs with. The processes refuse to start without
+/// one (outside development mode), so tests set it as a deployment must; it is a test value,
+/// public on purpose, never a deployment's.
+pub const TEST_WEBHOOK_SEED: &str =
+    "7e57000000000000000000000000000000000000000000000000000000005eed";
+
+/// The audit-key seed every test process uses (as public as the webhook one; tests only).
+pub const TEST_AUDIT_SEED: &str =
+    "a0d1700000000000000000000000000000000000000000000000000000005eed";
+
 pub fn base_url() -> String {
     std::env::var("DATABASE_URL")
         .expect("DATABASE_URL is not set: run the tests through `deploy/stack test`")
@@ -113,6 +123,7 @@ pub fn unique_bus() -> BusConfig {
     BusConfig {
         stream: format!("T_{tag}"),
         subject_prefix: format!("t{tag}"),
+        replicas: 1,
     }
 }
 
@@ -304,6 +315,10 @@ pub fn process_env(db: &TestDb, bus: &BusConfig) -> Vec<(&'static str, String)> 
         ("NATS_URL", nats_url()),
         ("SETTLE_EVENTS_STREAM", bus.stream.clone()),
         ("SETTLE_EVENTS_SUBJECT_PREFIX", bus.subject_prefix.clone()),
+        // Required by the command-api and the finalizer (a test key, see TEST_WEBHOOK_SEED).
+        ("SETTLE_WEBHOOK_SEED", TEST_WEBHOOK_SEED.to_owned()),
+        // Required by the command-api (checkpoints; see TEST_AUDIT_SEED).
+        ("SETTLE_AUDIT_SEED", TEST_AUDIT_SEED.to_owned()),
     ]
 }
 

@@ -41,19 +41,45 @@ pub struct Config {
     pub lease_seconds: f64,
     #[command(flatten)]
     pub webhooks: webhooks::WebhookConfig,
+    /// Development mode: without `SETTLE_WEBHOOK_SEED`, sign webhooks with the public
+    /// development key (logged loudly) instead of refusing to start. Local stacks and tests only.
+    #[arg(long, env = "SETTLE_DEVELOPMENT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub development: bool,
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
 }
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Events the due-work consumer could not apply: list them, or retry them once the cause
+    /// is fixed.
+    #[command(subcommand)]
+    Parked(events::bus::parked::ParkedCommand),
+}
+
+/// Every consumer this process runs; readiness covers each.
+pub const CONSUMERS: [&str; 1] = [DUE_WORK_CONSUMER];
 
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Secrets and settings first: a missing signing seed or a bad allow-list stops the process
+    // before it touches anything.
+    let signer = config.webhooks.signer(config.development)?;
+    let sender = webhooks::Sender::new(
+        config.webhooks.allow_list()?,
+        Duration::from_millis(config.webhooks.timeout_ms),
+        webhooks::system_lookup(),
+    )?;
+    // The recorder first, so what the consumers report from their start is kept.
+    let _ = service::metrics_handle();
     let pool = db::connect(&config.common.database_url, config.common.db_connections).await?;
     db::migrate(&pool).await?;
     let js = events::bus::connect(&config.common.nats_url).await?;
     let bus = config.common.bus();
-    let retry_after = Duration::try_from_secs_f64(config.retry_seconds.max(0.0))
-        .context("SETTLE_RETRY_SECONDS is not a number of seconds")?;
+    let retry_after = retry_after(&config)?;
     let consumer = Consumer::new(
         pool.clone(),
         js.clone(),
@@ -76,8 +102,7 @@ pub async fn run(
         },
     );
     let worker = tokio::spawn(worker.run(shutdown.clone()));
-    // Built first so that a bad signing seed stops the process at start.
-    let deliverer = webhooks::Deliverer::new(pool.clone(), &config.webhooks)?;
+    let deliverer = webhooks::Deliverer::with(pool.clone(), &config.webhooks, signer, sender);
     let deliveries = tokio::spawn(deliverer.run(shutdown.clone()));
 
     let readiness: Readiness = {
@@ -85,19 +110,10 @@ pub async fn run(
         Arc::new(move || {
             let (pool, js, bus) = (pool.clone(), js.clone(), bus.clone());
             Box::pin(async move {
-                let lag = match (
-                    events::bus::stream_last_sequence(&js, &bus).await,
-                    events::bus::consumer::load_checkpoint(&pool, DUE_WORK_CONSUMER).await,
-                ) {
-                    (Ok(last), Ok(checkpoint)) if last <= checkpoint + 10_000 => Ok(()),
-                    (Ok(last), Ok(checkpoint)) => {
-                        Err(format!("{} events behind", last - checkpoint))
-                    }
-                    (Err(e), _) => Err(e.to_string()),
-                    (_, Err(e)) => Err(e.to_string()),
-                };
                 let mut checks = service::base_checks(&pool, &js).await;
-                checks.push(("lag", lag));
+                checks.extend(
+                    events::bus::consumer::readiness_checks(&pool, &js, &bus, &CONSUMERS).await,
+                );
                 checks
             })
         })
@@ -112,9 +128,56 @@ pub async fn run(
     Ok(())
 }
 
+fn retry_after(config: &Config) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(config.retry_seconds.max(0.0))
+        .context("SETTLE_RETRY_SECONDS is not a number of seconds")
+}
+
+/// `finalizer parked retry`: re-applies the due-work consumer's parked events (only the streams
+/// of the event at `position`, if given) with its projection, configured as the process is.
+pub async fn retry_parked(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    consumer: Option<&str>,
+    position: Option<u64>,
+) -> anyhow::Result<Vec<events::bus::parked::RetryReport>> {
+    events::bus::parked::check_consumer(consumer, &CONSUMERS)?;
+    let mut projection = DueWork {
+        retry_after: retry_after(config)?,
+    };
+    let report =
+        events::bus::parked::retry(pool, DUE_WORK_CONSUMER, &mut projection, position).await?;
+    Ok(vec![report])
+}
+
+/// `finalizer parked …`; returns the exit code.
+pub async fn parked_command(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    command: &events::bus::parked::ParkedCommand,
+) -> anyhow::Result<i32> {
+    use events::bus::parked::{check_consumer, print_list, print_reports, ParkedCommand};
+    match command {
+        ParkedCommand::List { consumer } => {
+            check_consumer(consumer.as_deref(), &CONSUMERS)?;
+            print_list(pool, Some(consumer.as_deref().unwrap_or(DUE_WORK_CONSUMER))).await
+        }
+        ParkedCommand::Retry { consumer, position } => {
+            print_reports(&retry_parked(pool, config, consumer.as_deref(), *position).await?)
+        }
+    }
+}
+
 pub async fn main_entry() -> anyhow::Result<()> {
     service::init_tracing();
     let config = Config::parse();
+    if let Some(Subcommand::Parked(command)) = &config.command {
+        let pool = db::connect(&config.common.database_url, 2).await?;
+        db::migrate(&pool).await?;
+        let code = parked_command(&pool, &config, command).await?;
+        pool.close().await;
+        std::process::exit(code);
+    }
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -4,14 +4,24 @@
 //! `webhook-signature: v1a,…`), logs every attempt, and retries anything but a 2xx with capped
 //! exponential backoff until it gives up. It runs in a loop of its own: a failing or slow
 //! receiver delays only other webhooks, never a settlement.
+//!
+//! Destinations are checked at every attempt (`events::domain::webhook_url`): an IP literal
+//! before sending, a name by every address it resolves to — in the HTTP client's own resolver,
+//! so the connection goes only to an address that was checked (a rebinding DNS answer cannot
+//! slip in between check and connect). A refused destination is a failed attempt that sends
+//! nothing.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use events::domain::event::Timestamp;
+use events::domain::webhook_url::{DestinationRefusal, WebhookAllowList, WebhookHost};
 use events::store::to_datetime;
+use futures::future::BoxFuture;
 use futures::StreamExt;
-use schemas::signing::webhook::{KeySource, WebhookSigner, WEBHOOK_SEED_ENV};
+use schemas::signing::webhook::{KeySource, WebhookSigner, DEVELOPMENT_ENV, WEBHOOK_SEED_ENV};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,11 +35,20 @@ const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// binary's configuration).
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct WebhookConfig {
-    /// 64 hex characters: the 32-byte Ed25519 seed of the webhook signing key. Unset: the
-    /// public development key (a warning is logged).
+    /// 64 hex characters: the 32-byte Ed25519 seed of the webhook signing key. Required, except
+    /// in development mode (`SETTLE_DEVELOPMENT`), where unset means the public development key.
     #[arg(id = "webhook-seed",
         long = "webhook-seed", env = WEBHOOK_SEED_ENV, hide_env_values = true)]
     pub seed: Option<String>,
+    /// Internal destinations webhooks may go to after all: comma-separated host names, IP
+    /// addresses and CIDR networks (`hooks.internal,10.1.0.0/16`). Loopback, private,
+    /// link-local, metadata and other internal addresses are refused unless named here.
+    #[arg(
+        id = "webhook-allow",
+        long = "webhook-allow",
+        env = WEBHOOK_ALLOW_ENV
+    )]
+    pub allow: Option<String>,
     /// Delay after the first failed attempt; each further failure doubles it.
     #[arg(
         id = "webhook-retry-base-ms",
@@ -84,6 +103,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             seed: None,
+            allow: None,
             retry_base_ms: 1_000,
             retry_cap_ms: 3_600_000,
             attempts_max: 12,
@@ -100,11 +120,36 @@ struct FromEnv {
     webhooks: WebhookConfig,
 }
 
+/// The configuration name of the destination allow-list, the same in the command-api.
+pub const WEBHOOK_ALLOW_ENV: &str = "SETTLE_WEBHOOK_ALLOW";
+
 impl WebhookConfig {
     /// The settings from the environment alone (for a binary that does not flatten them).
     pub fn from_env() -> anyhow::Result<Self> {
         use clap::Parser;
         Ok(FromEnv::try_parse_from(["finalizer"])?.webhooks)
+    }
+
+    /// The signing key: the configured seed, or in `development` mode without one the public
+    /// development key (with a loud warning); without either, an error naming the setting.
+    pub fn signer(&self, development: bool) -> anyhow::Result<WebhookSigner> {
+        let (signer, source) = WebhookSigner::from_config(self.seed.as_deref(), development)
+            .with_context(|| format!("{WEBHOOK_SEED_ENV} is missing or invalid"))?;
+        if source == KeySource::Development {
+            tracing::warn!(
+                public_key = %signer.public_key_hex(),
+                "DEVELOPMENT MODE ({DEVELOPMENT_ENV}): {WEBHOOK_SEED_ENV} is not set, so webhooks \
+                 are signed with the PUBLIC development key, which anyone can rebuild from the \
+                 source. Never run this way outside a local stack or tests."
+            );
+        }
+        Ok(signer)
+    }
+
+    /// The destination allow-list (`SETTLE_WEBHOOK_ALLOW`).
+    pub fn allow_list(&self) -> anyhow::Result<WebhookAllowList> {
+        WebhookAllowList::parse(self.allow.as_deref().unwrap_or_default())
+            .with_context(|| format!("{WEBHOOK_ALLOW_ENV} is invalid"))
     }
 }
 
@@ -144,6 +189,8 @@ pub enum AttemptResult {
     Answered(u16),
     /// No answer: connection refused, timeout, TLS, …
     NoAnswer(String),
+    /// Not sent: the destination is internal and not allowed (`destination not allowed: …`).
+    NotAllowed(String),
 }
 
 impl AttemptResult {
@@ -183,11 +230,191 @@ struct Claimed {
     url: String,
 }
 
+/// Why a destination was not contacted; the attempt log's error text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationNotAllowed {
+    pub host: String,
+    /// The resolved address refused, when the host is a name.
+    pub address: Option<IpAddr>,
+    pub refusal: DestinationRefusal,
+}
+
+impl std::fmt::Display for DestinationNotAllowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.address {
+            Some(address) => write!(
+                f,
+                "destination not allowed: {} resolves to {address}, {}",
+                self.host, self.refusal
+            ),
+            None => write!(
+                f,
+                "destination not allowed: {} is {}",
+                self.host, self.refusal
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DestinationNotAllowed {}
+
+/// How a host name becomes addresses (the system resolver; tests substitute their own).
+pub type Lookup =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+/// The system resolver.
+pub fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(async move {
+            tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map(Iterator::collect)
+        })
+    })
+}
+
+/// The webhook client's resolver: every address of a name is checked, and the name is refused
+/// if any is not allowed; the client connects only to the addresses returned here.
+struct CheckedResolver {
+    allow: Arc<WebhookAllowList>,
+    lookup: Lookup,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (allow, lookup) = (self.allow.clone(), self.lookup.clone());
+        let host = match WebhookHost::parse(name.as_str()) {
+            Ok(WebhookHost::Name(host)) => host,
+            _ => name.as_str().to_ascii_lowercase(),
+        };
+        Box::pin(async move {
+            let addresses = lookup(host.clone()).await?;
+            for address in &addresses {
+                if let Err(refusal) = allow.check_resolved(&host, address.ip()) {
+                    return Err(Box::new(DestinationNotAllowed {
+                        host: host.clone(),
+                        address: Some(address.ip()),
+                        refusal,
+                    })
+                        as Box<dyn std::error::Error + Send + Sync>);
+                }
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP side of delivery: a client whose every connection goes to a checked address.
+#[derive(Clone)]
+pub struct Sender {
+    http: reqwest::Client,
+    allow: Arc<WebhookAllowList>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("allow", &self.allow)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Sender {
+    pub fn new(allow: WebhookAllowList, timeout: Duration, lookup: Lookup) -> anyhow::Result<Self> {
+        let allow = Arc::new(allow);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            // A receiver's redirect is not followed: the URL configured is the one trusted.
+            .redirect(reqwest::redirect::Policy::none())
+            // No proxy from the environment: a proxy would resolve and connect on our behalf,
+            // past the destination checks.
+            .no_proxy()
+            .dns_resolver(Arc::new(CheckedResolver {
+                allow: allow.clone(),
+                lookup,
+            }))
+            .user_agent(concat!(
+                "settle-engine-webhooks/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .context("cannot build the webhook HTTP client")?;
+        Ok(Self {
+            http,
+            allow,
+            timeout,
+        })
+    }
+
+    /// The check of the URL's host as written: IP literals (which the client connects to
+    /// without resolving) and the names refused as such.
+    fn check_url(&self, url: &reqwest::Url) -> Result<(), AttemptResult> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| AttemptResult::NoAnswer("the URL has no host".into()))?;
+        let parsed = WebhookHost::parse(host)
+            .map_err(|e| AttemptResult::NoAnswer(format!("the URL's host is invalid: {e}")))?;
+        self.allow.check_host(&parsed).map_err(|refusal| {
+            AttemptResult::NotAllowed(
+                DestinationNotAllowed {
+                    host: host.to_owned(),
+                    address: None,
+                    refusal,
+                }
+                .to_string(),
+            )
+        })
+    }
+
+    /// One POST of `body` with `headers`; never an error: what happened is the result.
+    pub async fn post(&self, url: &str, headers: &[(&str, String)], body: &str) -> AttemptResult {
+        let url = match reqwest::Url::parse(url) {
+            Ok(url) => url,
+            Err(e) => return AttemptResult::NoAnswer(format!("the URL is invalid: {e}")),
+        };
+        if let Err(refused) = self.check_url(&url) {
+            return refused;
+        }
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        match request.body(body.to_owned()).send().await {
+            Ok(response) => AttemptResult::Answered(response.status().as_u16()),
+            Err(e) => match not_allowed(&e) {
+                Some(refused) => AttemptResult::NotAllowed(refused.to_string()),
+                None if e.is_timeout() => AttemptResult::NoAnswer(format!(
+                    "timed out after {} ms",
+                    self.timeout.as_millis()
+                )),
+                None => AttemptResult::NoAnswer(error_text(&e)),
+            },
+        }
+    }
+}
+
+/// The resolver's refusal, if that is why a request failed.
+fn not_allowed<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a DestinationNotAllowed> {
+    let mut current = Some(e);
+    while let Some(error) = current {
+        if let Some(refused) = error.downcast_ref::<DestinationNotAllowed>() {
+            return Some(refused);
+        }
+        current = error.source();
+    }
+    None
+}
+
 /// The deliverer: a value with a `step`, run by `run` or driven by tests.
 #[derive(Clone, Debug)]
 pub struct Deliverer {
     pool: PgPool,
-    http: reqwest::Client,
+    sender: Sender,
     signer: WebhookSigner,
     policy: RetryPolicy,
     timeout: Duration,
@@ -196,29 +423,28 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(pool: PgPool, config: &WebhookConfig) -> anyhow::Result<Self> {
-        let (signer, source) = WebhookSigner::from_config(config.seed.as_deref())
-            .with_context(|| format!("{WEBHOOK_SEED_ENV} is invalid"))?;
-        if source == KeySource::Development {
-            tracing::warn!(
-                public_key = %signer.public_key_hex(),
-                "{WEBHOOK_SEED_ENV} is not set: webhooks are signed with the public development key"
-            );
-        }
+    /// A deliverer configured by `config`; see `WebhookConfig::signer` for `development`.
+    pub fn new(pool: PgPool, config: &WebhookConfig, development: bool) -> anyhow::Result<Self> {
+        let signer = config.signer(development)?;
+        let sender = Sender::new(
+            config.allow_list()?,
+            Duration::from_millis(config.timeout_ms),
+            system_lookup(),
+        )?;
+        Ok(Self::with(pool, config, signer, sender))
+    }
+
+    /// A deliverer with its key and sender made already.
+    pub fn with(
+        pool: PgPool,
+        config: &WebhookConfig,
+        signer: WebhookSigner,
+        sender: Sender,
+    ) -> Self {
         let timeout = Duration::from_millis(config.timeout_ms);
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            // A receiver's redirect is not followed: the URL configured is the one trusted.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!(
-                "settle-engine-webhooks/",
-                env!("CARGO_PKG_VERSION")
-            ))
-            .build()
-            .context("cannot build the webhook HTTP client")?;
-        Ok(Self {
+        Self {
             pool,
-            http,
+            sender,
             signer,
             policy: RetryPolicy {
                 base: Duration::from_millis(config.retry_base_ms),
@@ -228,7 +454,7 @@ impl Deliverer {
             timeout,
             batch_max: config.batch_max.max(1),
             poll: Duration::from_millis(config.poll_ms),
-        })
+        }
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -283,23 +509,14 @@ impl Deliverer {
         let id = claimed.notification_id.to_string();
         let timestamp = now.0.div_euclid(1_000_000);
         let signature = self.signer.sign(&id, timestamp, claimed.body.as_bytes());
-        let sent = self
-            .http
-            .post(&claimed.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(claimed.body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(response) => AttemptResult::Answered(response.status().as_u16()),
-            Err(e) if e.is_timeout() => {
-                AttemptResult::NoAnswer(format!("timed out after {} ms", self.timeout.as_millis()))
-            }
-            Err(e) => AttemptResult::NoAnswer(error_text(&e)),
-        }
+        let headers = [
+            ("webhook-id", id),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ];
+        self.sender
+            .post(&claimed.url, &headers, &claimed.body)
+            .await
     }
 
     /// Logs the attempt and moves the delivery on, unless its lease was lost meanwhile (then
@@ -322,7 +539,7 @@ impl Deliverer {
         };
         let (status, error) = match result {
             AttemptResult::Answered(status) => (Some(i32::from(*status)), None),
-            AttemptResult::NoAnswer(e) => (None, Some(e.as_str())),
+            AttemptResult::NoAnswer(e) | AttemptResult::NotAllowed(e) => (None, Some(e.as_str())),
         };
         let ended = Timestamp(at.0.saturating_add(took.as_micros().try_into().unwrap_or(i64::MAX)));
         let (state, due) = match outcome {
@@ -458,9 +675,12 @@ fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 pub async fn run_deliveries(
     pool: PgPool,
     config: WebhookConfig,
+    development: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    Deliverer::new(pool, &config)?.run(shutdown).await;
+    Deliverer::new(pool, &config, development)?
+        .run(shutdown)
+        .await;
     Ok(())
 }
 
@@ -518,6 +738,10 @@ mod tests {
             (AttemptResult::Answered(410), false),
             (AttemptResult::Answered(500), false),
             (AttemptResult::NoAnswer("connection refused".into()), false),
+            (
+                AttemptResult::NotAllowed("destination not allowed".into()),
+                false,
+            ),
         ] {
             assert_eq!(result.accepted(), accepted, "{result:?}");
         }
@@ -530,6 +754,172 @@ mod tests {
         let long = std::io::Error::other("é".repeat(ERROR_TEXT_BYTES_MAX));
         let text = error_text(&long);
         assert!(text.len() <= ERROR_TEXT_BYTES_MAX && text.starts_with('é'));
+    }
+
+    /// A local receiver that answers 204 and counts what reaches it.
+    async fn counting_receiver() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, seen)
+    }
+
+    /// A resolver answering from a fixed table, recording each name it was asked for.
+    fn table(answers: &[(&str, &[&str])]) -> (Lookup, Arc<std::sync::Mutex<Vec<String>>>) {
+        let answers: Vec<(String, Vec<SocketAddr>)> = answers
+            .iter()
+            .map(|(name, ips)| {
+                let addrs = ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(ip.parse().expect("ip"), 0))
+                    .collect();
+                ((*name).to_owned(), addrs)
+            })
+            .collect();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = asked.clone();
+        let lookup: Lookup = Arc::new(move |host: String| {
+            log.lock().expect("log").push(host.clone());
+            let found = answers
+                .iter()
+                .find(|(n, _)| *n == host)
+                .map(|(_, a)| a.clone());
+            Box::pin(async move {
+                found.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such host")
+                })
+            })
+        });
+        (lookup, asked)
+    }
+
+    fn sender(allow: &str, lookup: Lookup) -> Sender {
+        let allow = WebhookAllowList::parse(allow).expect("allow-list");
+        Sender::new(allow, Duration::from_secs(5), lookup).expect("sender")
+    }
+
+    fn refused(result: &AttemptResult) -> &str {
+        match result {
+            AttemptResult::NotAllowed(text) => text,
+            other => panic!("expected a refused destination, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn names_are_checked_by_every_address_they_resolve_to() {
+        let (port, seen) = counting_receiver().await;
+        let (lookup, _) = table(&[
+            ("hooks.test", &["127.0.0.1"]),
+            ("rebind.test", &["93.184.216.34", "127.0.0.1"]),
+            ("meta.test", &["::ffff:169.254.169.254"]),
+        ]);
+        let closed = sender("", lookup.clone());
+        let url = |host: &str| format!("http://{host}:{port}/hook");
+        let result = closed.post(&url("hooks.test"), &[], "{}").await;
+        assert_eq!(
+            refused(&result),
+            "destination not allowed: hooks.test resolves to 127.0.0.1, a loopback address"
+        );
+        // DNS rebinding: one internal answer among public ones refuses the name.
+        let result = closed.post(&url("Rebind.Test."), &[], "{}").await;
+        assert!(refused(&result).contains("127.0.0.1"), "{result:?}");
+        let result = closed.post(&url("meta.test"), &[], "{}").await;
+        assert!(refused(&result).contains("metadata"), "{result:?}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing was sent"
+        );
+
+        // Allowed, the request goes to the address the checked resolver returned (the name
+        // exists nowhere else).
+        let open = sender("127.0.0.1", lookup);
+        let result = open
+            .post(&url("hooks.test"), &[("webhook-id", "x".into())], "{}")
+            .await;
+        assert_eq!(result, AttemptResult::Answered(204));
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn internal_literals_and_names_are_refused_before_any_lookup() {
+        let (port, seen) = counting_receiver().await;
+        let (lookup, asked) = table(&[]);
+        let closed = sender("", lookup.clone());
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "0x7f.0.0.1",
+            "2130706433",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+            "localhost",
+            "LOCALHOST.",
+            "metadata.google.internal",
+            "169.254.169.254",
+            "10.0.0.1",
+        ] {
+            let result = closed
+                .post(&format!("http://{host}:{port}/hook"), &[], "{}")
+                .await;
+            assert!(
+                refused(&result).starts_with("destination not allowed: "),
+                "{host}: {result:?}"
+            );
+        }
+        assert!(
+            asked.lock().expect("log").is_empty(),
+            "no name was resolved"
+        );
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let open = sender("127.0.0.0/8", lookup);
+        let result = open
+            .post(&format!("http://127.0.0.1:{port}/hook"), &[], "{}")
+            .await;
+        assert_eq!(result, AttemptResult::Answered(204));
+    }
+
+    #[test]
+    fn the_domain_reads_hosts_as_the_http_client_does() {
+        for host in [
+            "127.0.0.1",
+            "127.1",
+            "0x7f.1",
+            "0177.0.0.1",
+            "2130706433",
+            "10.0.0.1.",
+            "Example.COM",
+            "hooks.example.com.",
+            "[::ffff:7f00:1]",
+            "[0:0:0:0:0:0:0:1]",
+            "hooks.1a",
+        ] {
+            let url = reqwest::Url::parse(&format!("http://{host}/x")).expect("url");
+            let theirs = WebhookHost::parse(url.host_str().expect("host")).expect("parses");
+            let ours = WebhookHost::of_url(&format!("http://{host}/x")).expect("ours");
+            let same = match (&ours, &theirs) {
+                (WebhookHost::Name(a), WebhookHost::Name(b)) => a == b,
+                (WebhookHost::Ip(a), WebhookHost::Ip(b)) => a == b,
+                _ => false,
+            };
+            assert!(same, "{host}: ours {ours:?}, the client's {theirs:?}");
+        }
+        for refused in ["256.1.1.1", "1.2.3.4.5", "08.1.1.1"] {
+            assert!(reqwest::Url::parse(&format!("http://{refused}/")).is_err());
+            assert!(WebhookHost::parse(refused).is_err(), "{refused}");
+        }
     }
 
     #[test]

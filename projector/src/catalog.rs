@@ -17,6 +17,9 @@ pub fn summarize(events: &[SequencedEvent]) -> BTreeMap<&str, (i64, i64)> {
     out
 }
 
+/// The tables this projection writes (rebuilt, compared and swapped together).
+pub const TABLES: [&str; 1] = ["rm_event_categories"];
+
 #[derive(Debug, Default)]
 pub struct Catalog;
 

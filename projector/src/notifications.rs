@@ -2,12 +2,16 @@
 //! as feed rows whose JSON body is exactly what a webhook delivery sends, plus the webhook URLs
 //! and a pending delivery per notification for the finalizer's deliverer.
 //!
-//! It keeps its own small tables (connection owners, settlement facts, transfers): consumers
-//! advance independently, so another projection's tables may not be where this one is.
-//! Notification ids derive from the causing event's id and the recipient, so a redelivered or
-//! replayed event can never notify twice.
+//! It keeps its own small tables (settlement facts, transfers): consumers advance
+//! independently, so another projection's tables may not be where this one is. It is
+//! partitioned like the read models (`route.rs`): a settlement's notifications by its partner;
+//! connection owners come from the directory (immutable facts), and each partition keeps its
+//! own copy of the webhook URLs, in its own order of events, to decide whether a delivery is
+//! pending. Notification ids derive from the causing event's id and the recipient, so a
+//! redelivered or replayed event can never notify twice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use events::bus::consumer::Projection;
 use events::codec::{decode_event, EncodedEvent, SequencedEvent};
@@ -15,12 +19,14 @@ use events::domain::dispute::ClosuresJoined;
 use events::domain::event::Timestamp;
 use events::domain::money::CurrencyCode;
 use events::domain::settlement::{failure_reason, Instruction, SettlementApi, SettlementStaged};
-use events::domain::DomainEvent;
+use events::domain::{DomainEvent, StreamName};
 use events::store::{from_datetime, to_datetime};
 use serde_json::{json, Map, Value};
 use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::route::{route_batch, streams_touched, type_id_of, Decode, Directory};
 
 /// Namespace of notification ids (UUID v5 of event id ‖ recipient enterprise id).
 const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x5e77_1e00_0000_4000_8000_6e6f_7469_6679);
@@ -320,8 +326,35 @@ impl SettlementFacts {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Notifications;
+/// The tables this projection writes (rebuilt, compared and swapped together). Webhook
+/// deliveries are operational, not rebuilt: a rebuilt notification keeps its id and delivery.
+pub const TABLES: [&str; 5] = [
+    "rm_notifications",
+    "rm_webhooks",
+    "notification_settlements",
+    "notification_transfer_sets",
+    "notification_webhook_replicas",
+];
+
+/// Partition `partition` of `partitions` of the notifications.
+#[derive(Debug)]
+pub struct Notifications {
+    pub partition: u32,
+    pub partitions: u32,
+    directory: Arc<Directory>,
+    touched: HashMap<u64, Vec<StreamName>>,
+}
+
+impl Notifications {
+    pub fn new(partition: u32, partitions: u32, directory: Arc<Directory>) -> Self {
+        Self {
+            partition,
+            partitions,
+            directory,
+            touched: HashMap::new(),
+        }
+    }
+}
 
 impl Projection for Notifications {
     async fn apply(
@@ -329,34 +362,105 @@ impl Projection for Notifications {
         tx: &mut PgConnection,
         events: &[SequencedEvent],
     ) -> anyhow::Result<()> {
-        // Connections arrive in bulk and are only read by later settlement events: their owners
-        // are written together, before the first event that may read them.
-        let mut owners: Vec<(Uuid, Uuid)> = Vec::new();
-        for sequenced in events {
-            let event = decode_event(&sequenced.stored.event)?;
-            if let DomainEvent::ConnectionCreated(e) = &event {
-                owners.push((e.connection_id, e.client_enterprise_id));
+        let webhook = type_id_of("WebhookConfigured").unwrap_or(u32::MAX);
+        let decode = Decode {
+            mine: Some(self.partition),
+            types: &[webhook],
+            keys: false,
+        };
+        let routed =
+            route_batch(&mut *tx, &self.directory, events, self.partitions, decode).await?;
+        let mut replicas: Vec<(Uuid, Option<String>)> = Vec::new();
+        for r in &routed {
+            let Some(event) = &r.event else { continue };
+            if let DomainEvent::WebhookConfigured(e) = event {
+                // Every partition keeps the URLs, as of its own place in the log.
+                replicas.push((e.enterprise_id, e.url.clone()));
+            }
+            if r.partition != self.partition {
                 continue;
             }
-            insert_owners(tx, &mut owners).await?;
-            apply(tx, sequenced, &event).await?;
+            if !matches!(
+                event,
+                DomainEvent::WebhookConfigured(_)
+                    | DomainEvent::SettlementStaged(_)
+                    | DomainEvent::ClosuresJoined(_)
+                    | DomainEvent::SettlementFinalized(_)
+                    | DomainEvent::SettlementExecuted(_)
+                    | DomainEvent::SettlementFailed(_)
+            ) {
+                continue;
+            }
+            // URLs configured before this event are what its deliveries see.
+            write_replicas(tx, self.partition, &mut replicas).await?;
+            let at = Ctx {
+                directory: &self.directory,
+                partition: self.partition,
+            };
+            apply(tx, &at, r.event_id, r.position, event).await?;
         }
-        insert_owners(tx, &mut owners).await?;
+        write_replicas(tx, self.partition, &mut replicas).await?;
         Ok(())
+    }
+
+    async fn prepare(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[SequencedEvent],
+    ) -> anyhow::Result<()> {
+        self.touched.clear();
+        for event in events {
+            let one = std::slice::from_ref(event);
+            let routed = route_batch(
+                &mut *conn,
+                &self.directory,
+                one,
+                self.partitions,
+                Decode::NOTHING,
+            )
+            .await;
+            if let Ok(routed) = routed {
+                if let Some(r) = routed.first() {
+                    self.touched.insert(r.position, streams_touched(r));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn streams_touched(&self, event: &SequencedEvent) -> Vec<StreamName> {
+        self.touched
+            .get(&event.position)
+            .cloned()
+            .unwrap_or_else(|| vec![event.stored.stream.clone()])
     }
 }
 
-async fn insert_owners(tx: &mut PgConnection, owners: &mut Vec<(Uuid, Uuid)>) -> sqlx::Result<()> {
-    if owners.is_empty() {
+/// What a partition's statements need besides the transaction.
+struct Ctx<'a> {
+    directory: &'a Directory,
+    partition: u32,
+}
+
+/// The partition's copy of the webhook URLs, last value per enterprise.
+async fn write_replicas(
+    tx: &mut PgConnection,
+    partition: u32,
+    replicas: &mut Vec<(Uuid, Option<String>)>,
+) -> sqlx::Result<()> {
+    if replicas.is_empty() {
         return Ok(());
     }
-    let (connections, enterprises): (Vec<Uuid>, Vec<Uuid>) = owners.drain(..).unzip();
+    let last: BTreeMap<Uuid, Option<String>> = replicas.drain(..).collect();
+    let (enterprises, urls): (Vec<Uuid>, Vec<Option<String>>) = last.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO notification_connections SELECT * FROM unnest($1::uuid[], $2::uuid[])
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO notification_webhook_replicas (partition, enterprise_id, url)
+         SELECT $1, * FROM unnest($2::uuid[], $3::text[])
+         ON CONFLICT (partition, enterprise_id) DO UPDATE SET url = EXCLUDED.url",
     )
-    .bind(&connections)
+    .bind(partition as i32)
     .bind(&enterprises)
+    .bind(&urls)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -364,10 +468,11 @@ async fn insert_owners(tx: &mut PgConnection, owners: &mut Vec<(Uuid, Uuid)>) ->
 
 async fn apply(
     tx: &mut PgConnection,
-    sequenced: &SequencedEvent,
+    ctx: &Ctx<'_>,
+    event_id: Uuid,
+    position: u64,
     event: &DomainEvent,
 ) -> anyhow::Result<()> {
-    let (event_id, position) = (sequenced.stored.event_id, sequenced.position);
     let notifications = match event {
         DomainEvent::WebhookConfigured(e) => {
             sqlx::query(
@@ -381,7 +486,7 @@ async fn apply(
             .await?;
             vec![]
         }
-        DomainEvent::SettlementStaged(e) => staged(tx, event_id, e).await?,
+        DomainEvent::SettlementStaged(e) => staged(tx, ctx, event_id, e).await?,
         DomainEvent::ClosuresJoined(e) => {
             insert_transfer_set(tx, e.settlement_id, event_id, &joined_instructions(e)).await?;
             vec![]
@@ -393,14 +498,14 @@ async fn apply(
                 .execute(&mut *tx)
                 .await?;
             let at = e.at;
-            render(facts(tx, e.settlement_id).await?, move |f| {
+            render(facts(tx, ctx, e.settlement_id).await?, move |f| {
                 f.finalized(event_id, at)
             })
             .await?
         }
         DomainEvent::SettlementExecuted(e) => {
             let at = e.at;
-            render(facts(tx, e.settlement_id).await?, move |f| {
+            render(facts(tx, ctx, e.settlement_id).await?, move |f| {
                 f.completed(event_id, at)
             })
             .await?
@@ -425,7 +530,7 @@ async fn apply(
             match changed {
                 true => {
                     let (short, at) = (e.short_currencies.clone(), e.at);
-                    render(facts(tx, e.settlement_id).await?, move |f| {
+                    render(facts(tx, ctx, e.settlement_id).await?, move |f| {
                         f.failed(event_id, &short, at)
                     })
                     .await?
@@ -435,7 +540,7 @@ async fn apply(
         }
         _ => vec![],
     };
-    insert_notifications(tx, &notifications, position).await?;
+    insert_notifications(tx, ctx, &notifications, position).await?;
     Ok(())
 }
 
@@ -450,6 +555,7 @@ fn joined_instructions(e: &ClosuresJoined) -> Vec<Instruction> {
 /// settlement executes at once, and its outcome is what gets notified).
 async fn staged(
     tx: &mut PgConnection,
+    ctx: &Ctx<'_>,
     event_id: Uuid,
     e: &SettlementStaged,
 ) -> anyhow::Result<Vec<Notification>> {
@@ -490,7 +596,7 @@ async fn staged(
         dispute_window_ends_at: dispute_ends,
         top_up_window_ends_at: top_up_ends,
         withheld: BTreeSet::new(),
-        owners: owners_of(tx, &transfers).await?,
+        owners: owners_of(tx, ctx, &transfers).await?,
         transfers,
     };
     let (cutoff_at, at) = (e.cutoff_at, e.at);
@@ -571,26 +677,27 @@ async fn insert_transfer_set(
     Ok(())
 }
 
-/// The client enterprise of each connection the instructions touch.
+/// The client enterprise of each connection the instructions touch (immutable facts).
 async fn owners_of(
     tx: &mut PgConnection,
+    ctx: &Ctx<'_>,
     instructions: &[Instruction],
-) -> sqlx::Result<BTreeMap<Uuid, Uuid>> {
-    let connections: Vec<Uuid> = instructions
+) -> anyhow::Result<BTreeMap<Uuid, Uuid>> {
+    let connections: BTreeSet<Uuid> = instructions
         .iter()
         .flat_map(|i| std::iter::once(i.destination).chain(i.source))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
-    // Two arrays in one row: thousands of connections decode far faster than as rows.
-    let (found, owners): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
-        "SELECT coalesce(array_agg(connection_id), '{}'), coalesce(array_agg(client_enterprise_id), '{}')
-         FROM notification_connections WHERE connection_id = ANY($1)",
-    )
-    .bind(&connections)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(found.into_iter().zip(owners).collect())
+    ctx.directory
+        .resolve(tx, connections.iter().copied(), [])
+        .await?;
+    Ok(connections
+        .into_iter()
+        .filter_map(|c| {
+            ctx.directory
+                .connection(c)
+                .map(|f| (c, f.client_enterprise_id))
+        })
+        .collect())
 }
 
 type FactsRow = (Uuid, Uuid, String, DateTime<Utc>, DateTime<Utc>, Vec<Uuid>);
@@ -599,6 +706,7 @@ type TransferSetRow = (Vec<Option<Uuid>>, Vec<Uuid>, Vec<String>, Vec<String>);
 /// The settlement as this projection knows it; `None` (logged) for one it never saw staged.
 async fn facts(
     tx: &mut PgConnection,
+    ctx: &Ctx<'_>,
     settlement_id: Uuid,
 ) -> anyhow::Result<Option<SettlementFacts>> {
     let row: Option<FactsRow> = sqlx::query_as(
@@ -645,15 +753,16 @@ async fn facts(
         dispute_window_ends_at: from_datetime(dispute_ends),
         top_up_window_ends_at: from_datetime(top_up_ends),
         withheld: withheld.into_iter().collect(),
-        owners: owners_of(tx, &transfers).await?,
+        owners: owners_of(tx, ctx, &transfers).await?,
         transfers,
     }))
 }
 
 /// The feed rows, and for each new one its delivery: pending when the enterprise has a webhook
-/// URL now (in this projection's order of events), else not_configured.
+/// URL now (in this partition's order of events), else not_configured.
 async fn insert_notifications(
     tx: &mut PgConnection,
+    ctx: &Ctx<'_>,
     notifications: &[Notification],
     position: u64,
 ) -> sqlx::Result<()> {
@@ -681,7 +790,8 @@ async fn insert_notifications(
             RETURNING id, enterprise_id)
          INSERT INTO webhook_deliveries (notification_id, enterprise_id, status, due_at, updated_at)
          SELECT i.id, i.enterprise_id, CASE WHEN w.url IS NULL THEN 'not_configured' ELSE 'pending' END, now(), now()
-         FROM inserted i LEFT JOIN rm_webhooks w ON w.enterprise_id = i.enterprise_id
+         FROM inserted i
+         LEFT JOIN notification_webhook_replicas w ON w.partition = $10 AND w.enterprise_id = i.enterprise_id
          ON CONFLICT DO NOTHING",
     )
     .bind(&ids)
@@ -693,6 +803,7 @@ async fn insert_notifications(
     .bind(&bodies)
     .bind(&ats)
     .bind(position as i64)
+    .bind(ctx.partition as i32)
     .execute(&mut *tx)
     .await?;
     Ok(())

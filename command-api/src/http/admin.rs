@@ -1,7 +1,9 @@
 //! The admin API (SPEC §6.3): provisioning and operator actions, each an event-sourced command
-//! through the one write path, authorized by the admin token.
+//! through the one write path, authorized by the admin token. Create routes honour an
+//! `Idempotency-Key` header (ADR 0007); users can be disabled, enabled and given a new token.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
@@ -10,6 +12,7 @@ use events::codec::Actor;
 use events::domain::client::{client_id_of, Client, ClientRejection};
 use events::domain::custody::{Custody, DepositRejection};
 use events::domain::enterprise::{Enterprise, EnterpriseCommand, EnterpriseRejection};
+use events::domain::ids::IdempotencyKey;
 use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
 use events::domain::partner::{
     partner_id_of, Partner, PartnerCommand, PartnerRejection, WindowMinutes,
@@ -28,7 +31,7 @@ use super::auth::{
     Admin,
 };
 use super::body::{parse, JsonBody};
-use super::command::{run, CommandSpec, Decided, Reply};
+use super::command::{run, run_replayable, CommandSpec, Decided, Reply};
 use super::context::RequestId;
 use super::error::ApiError;
 use super::views;
@@ -39,6 +42,9 @@ pub fn routes() -> Router<AppState> {
         .route("/enterprises", post(create_enterprise))
         .route("/enterprises/{e}", patch(set_license))
         .route("/users", post(create_user))
+        .route("/users/{id}/disable", post(disable_user))
+        .route("/users/{id}/enable", post(enable_user))
+        .route("/users/{id}/token", post(rotate_token))
         .route("/enterprises/{e}/keys", post(register_key))
         .route("/enterprises/{e}/keys/{key_id}", delete(revoke_key))
         .route("/enterprises/{e}/partner", post(register_partner))
@@ -91,6 +97,66 @@ pub(super) fn admin_command(
     }
 }
 
+/// The optional `Idempotency-Key` header of an admin create route: 1 to 255 printable ASCII
+/// bytes, at most one; anything else is a 400 naming the header.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Idempotency(Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let invalid = |message: String| ApiError::bad_request("invalid_idempotency_key", message);
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let Some(value) = values.next() else {
+            return Ok(Self(None));
+        };
+        if values.next().is_some() {
+            return Err(invalid(
+                "send at most one Idempotency-Key header".to_owned(),
+            ));
+        }
+        IdempotencyKey::parse(value.as_bytes())
+            .map(|key| Self(Some(key)))
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
+impl Idempotency {
+    /// The id of the entity a create makes: derived from the key (so a raced retry decides on
+    /// the same stream), random without one.
+    fn new_id(&self, route: &str, path_ids: &[&[u8]]) -> Uuid {
+        self.0
+            .as_ref()
+            .map_or_else(Uuid::new_v4, |key| key.entity_id(route, path_ids))
+    }
+
+    /// A create command. With a key its id derives from the route, its path ids and the key,
+    /// and its request hash from the body: a retry with the same body answers with the first
+    /// outcome, one with another body is 409 `idempotency_conflict`. Without a key it is
+    /// `fallback` (each request a new command, unless the route has a natural identity).
+    fn command(
+        &self,
+        route: &str,
+        path_ids: &[&[u8]],
+        body: &Value,
+        streams: Vec<StreamName>,
+        fallback: impl FnOnce(Vec<StreamName>) -> CommandSpec,
+    ) -> CommandSpec {
+        match &self.0 {
+            None => fallback(streams),
+            Some(key) => CommandSpec {
+                id: key.command_id(route, path_ids),
+                request_hash: sha256(body.to_string().as_bytes()),
+                nonce: None,
+                streams,
+                actor: Actor::Admin,
+                key_id: None,
+            },
+        }
+    }
+}
+
 fn enterprise_error(e: EnterpriseRejection) -> ApiError {
     let message = e.to_string();
     match e {
@@ -101,9 +167,7 @@ fn enterprise_error(e: EnterpriseRejection) -> ApiError {
             ApiError::conflict("already_exists", message)
         }
         EnterpriseRejection::TooManyKeys => ApiError::unprocessable("too_many_keys", message),
-        EnterpriseRejection::NameEmpty | EnterpriseRejection::NameTooLong => {
-            ApiError::bad_request("invalid_name", message)
-        }
+        EnterpriseRejection::Input(e) => ApiError::input(e),
     }
 }
 
@@ -117,14 +181,18 @@ struct CreateEnterprise {
 
 async fn create_enterprise(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request: CreateEnterprise = parse(&body)?;
-    let id = Uuid::new_v4();
+    const ROUTE: &str = "create-enterprise";
+    let id = idempotency.new_id(ROUTE, &[]);
     let stream = enterprise_stream(id);
-    let spec = admin_command("create-enterprise", id, &body, vec![stream.clone()]);
+    let spec = idempotency.command(ROUTE, &[], &body, vec![stream.clone()], |streams| {
+        admin_command(ROUTE, id, &body, streams)
+    });
     run(&state, &request_id, spec, |loaded, at| {
         let command = EnterpriseCommand::Create {
             enterprise_id: id,
@@ -190,20 +258,22 @@ struct CreateUserRequest {
 
 async fn create_user(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let request: CreateUserRequest = parse(&body)?;
-    let user_id = Uuid::new_v4();
-    let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
-    let (token, token_hash) = new_token(user_id, secret);
+    const ROUTE: &str = "create-user";
+    let user_id = idempotency.new_id(ROUTE, &[]);
+    let (token, token_hash) = random_token(user_id);
     let stream = user_stream(user_id);
     let mut streams = vec![stream.clone()];
     streams.extend(request.enterprise_ids.iter().map(|e| enterprise_stream(*e)));
-    let spec = admin_command("create-user", user_id, &body, streams);
-    let response = run(&state, &request_id, spec, |loaded, at| {
+    let spec = idempotency.command(ROUTE, &[], &body, streams, |streams| {
+        admin_command(ROUTE, user_id, &body, streams)
+    });
+    let (response, replayed) = run_replayable(&state, &request_id, spec, |loaded, at| {
         let enterprises_exist = request.enterprise_ids.iter().all(|e| {
             fold::<Enterprise>(loaded, &enterprise_stream(*e), Enterprise::evolve)
                 .record()
@@ -223,6 +293,102 @@ async fn create_user(
             &stream,
             User::evolve,
             |current| current.decide_create(command, at).map_err(user_error),
+            |after| json!({ "user": after.record().map(views::user) }),
+        )
+    })
+    .await?;
+    // A replay (same Idempotency-Key and body) answers with the recorded outcome, which never
+    // holds the token: the token made for this request is not the user's, and the user's own
+    // is never shown twice. An operator who lost it rotates it (`POST users/{id}/token`).
+    if replayed {
+        return Ok(response);
+    }
+    with_token(response, &token).await
+}
+
+/// A new access token for `user_id` from the system's randomness, and its SHA-256.
+fn random_token(user_id: Uuid) -> (String, [u8; 32]) {
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    new_token(user_id, secret)
+}
+
+/// `POST users/{id}/disable` and `…/enable`: every route refuses a disabled user's token at once
+/// (access is decided on the user's stream, freshly loaded).
+async fn set_user_enabled(
+    state: &AppState,
+    request_id: &RequestId,
+    user_id: Uuid,
+    enabled: bool,
+) -> Result<Response, ApiError> {
+    let stream = user_stream(user_id);
+    let kind = if enabled {
+        "enable-user"
+    } else {
+        "disable-user"
+    };
+    let spec = admin_command(
+        kind,
+        Uuid::new_v4(),
+        &json!({ "userId": user_id }),
+        vec![stream.clone()],
+    );
+    run(state, request_id, spec, |loaded, at| {
+        on_stream(
+            loaded,
+            &stream,
+            User::evolve,
+            |current| current.decide_enabled(enabled, at).map_err(user_error),
+            |after| json!({ "user": after.record().map(views::user) }),
+        )
+    })
+    .await
+}
+
+async fn disable_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(user_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    set_user_enabled(&state, &request_id, user_id, false).await
+}
+
+async fn enable_user(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(user_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    set_user_enabled(&state, &request_id, user_id, true).await
+}
+
+/// `POST users/{id}/token`: a new token, shown once in `accessToken`; the old one is refused
+/// from the next request on.
+async fn rotate_token(
+    _: Admin,
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(user_id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let (token, token_hash) = random_token(user_id);
+    let stream = user_stream(user_id);
+    let spec = admin_command(
+        "rotate-token",
+        Uuid::new_v4(),
+        &json!({ "userId": user_id }),
+        vec![stream.clone()],
+    );
+    let response = run(&state, &request_id, spec, |loaded, at| {
+        on_stream(
+            loaded,
+            &stream,
+            User::evolve,
+            |current| {
+                current
+                    .decide_rotate_token(token_hash, at)
+                    .map_err(user_error)
+            },
             |after| json!({ "user": after.record().map(views::user) }),
         )
     })
@@ -257,12 +423,12 @@ fn user_error(e: UserRejection) -> ApiError {
     let message = e.to_string();
     match e {
         UserRejection::AlreadyExists => ApiError::conflict("already_exists", message),
+        UserRejection::NotFound => ApiError::not_found("user"),
         UserRejection::EnterpriseNotFound => {
             ApiError::unprocessable("enterprise_not_found", message)
         }
-        UserRejection::NameEmpty
-        | UserRejection::NameTooLong
-        | UserRejection::TooManyEnterprises => ApiError::bad_request("invalid_request", message),
+        UserRejection::TooManyEnterprises => ApiError::bad_request("invalid_request", message),
+        UserRejection::Input(e) => ApiError::input(e),
     }
 }
 
@@ -274,6 +440,7 @@ struct RegisterKey {
 
 async fn register_key(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
@@ -282,9 +449,16 @@ async fn register_key(
     let request: RegisterKey = parse(&body)?;
     let key = schemas::signing::PublicKey::parse_hex(&request.public_key)
         .map_err(|err| ApiError::bad_request(err.code(), format!("publicKey: {err}")))?;
-    let key_id = Uuid::new_v4();
+    const ROUTE: &str = "register-key";
+    let key_id = idempotency.new_id(ROUTE, &[e.as_bytes()]);
     let stream = enterprise_stream(e);
-    let spec = admin_command("register-key", key_id, &body, vec![stream.clone()]);
+    let spec = idempotency.command(
+        ROUTE,
+        &[e.as_bytes()],
+        &body,
+        vec![stream.clone()],
+        |streams| admin_command(ROUTE, key_id, &body, streams),
+    );
     run(&state, &request_id, spec, |loaded, at| {
         let command = EnterpriseCommand::RegisterKey {
             key_id,
@@ -353,9 +527,7 @@ fn partner_error(e: PartnerRejection) -> ApiError {
     match e {
         PartnerRejection::AlreadyExists => ApiError::conflict("already_exists", message),
         PartnerRejection::NotFound => ApiError::not_found("partner"),
-        PartnerRejection::NameEmpty | PartnerRejection::NameTooLong => {
-            ApiError::bad_request("invalid_name", message)
-        }
+        PartnerRejection::Input(e) => ApiError::input(e),
     }
 }
 
@@ -375,6 +547,7 @@ struct RegisterPartner {
 
 async fn register_partner(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
@@ -388,11 +561,13 @@ async fn register_partner(
     let top_up_window = window(request.top_up_window_minutes.as_ref(), "topUpWindowMinutes")?;
     let partner_id = partner_id_of(e);
     let (enterprise, stream) = (enterprise_stream(e), partner_stream(partner_id));
-    let spec = admin_command(
-        "register-partner",
-        Uuid::new_v4(),
+    const ROUTE: &str = "register-partner";
+    let spec = idempotency.command(
+        ROUTE,
+        &[e.as_bytes()],
         &body,
         vec![enterprise.clone(), stream.clone()],
+        |streams| admin_command(ROUTE, Uuid::new_v4(), &body, streams),
     );
     run(&state, &request_id, spec, |loaded, at| {
         require_enterprise(loaded, &enterprise)?;
@@ -481,16 +656,20 @@ async fn update_partner(
 
 async fn register_client(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
 ) -> Result<Response, ApiError> {
     let (enterprise, stream) = (enterprise_stream(e), client_stream(e));
-    let spec = admin_command(
-        "register-client",
-        client_id_of(e),
+    const ROUTE: &str = "register-client";
+    // The route takes no body: a key's request hash is that of `{}`.
+    let spec = idempotency.command(
+        ROUTE,
+        &[e.as_bytes()],
         &json!({}),
         vec![enterprise.clone(), stream.clone()],
+        |streams| admin_command(ROUTE, client_id_of(e), &json!({}), streams),
     );
     run(&state, &request_id, spec, |loaded, at| {
         require_enterprise(loaded, &enterprise)?;
@@ -521,6 +700,7 @@ struct DepositRequest {
 
 async fn deposit(
     _: Admin,
+    idempotency: Idempotency,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
@@ -536,16 +716,25 @@ async fn deposit(
     let quantity = parse_amount(&request.quantity, AmountFormat::BaseUnits, decimals)
         .map_err(|err| ApiError::bad_request(err.code(), format!("quantity: {err}")))?;
     let (enterprise, stream) = (enterprise_stream(e), custody_stream(e));
-    // Idempotent on externalId: the command's identity is the enterprise and externalId.
-    let spec = CommandSpec {
-        id: CommandId::derive("deposit", &[e.as_bytes(), request.external_id.as_bytes()]),
-        request_hash: sha256(format!("{}:{quantity}", currency.as_str()).as_bytes()),
-        nonce: None,
-        streams: vec![enterprise.clone(), stream.clone()],
-        actor: Actor::Admin,
-        key_id: None,
-    };
-    let deposit_id = Uuid::new_v4();
+    // Idempotent on externalId: without a key, the command's identity is the enterprise and
+    // externalId; with one, the key's (and the custody stream still refuses a second deposit
+    // under the same externalId with another amount).
+    const ROUTE: &str = "deposit";
+    let spec = idempotency.command(
+        ROUTE,
+        &[e.as_bytes()],
+        &body,
+        vec![enterprise.clone(), stream.clone()],
+        |streams| CommandSpec {
+            id: CommandId::derive(ROUTE, &[e.as_bytes(), request.external_id.as_bytes()]),
+            request_hash: sha256(format!("{}:{quantity}", currency.as_str()).as_bytes()),
+            nonce: None,
+            streams,
+            actor: Actor::Admin,
+            key_id: None,
+        },
+    );
+    let deposit_id = idempotency.new_id(ROUTE, &[e.as_bytes()]);
     run(&state, &request_id, spec, |loaded, at| {
         require_enterprise(loaded, &enterprise)?;
         let decide = |custody: &Custody| {
@@ -585,9 +774,8 @@ fn deposit_error(e: DepositRejection) -> ApiError {
             ApiError::conflict("idempotency_conflict", message)
         }
         DepositRejection::Money(m) => ApiError::bad_request(m.code(), message),
-        DepositRejection::NotPositive | DepositRejection::ExternalIdEmpty => {
-            ApiError::bad_request("invalid_request", message)
-        }
+        DepositRejection::NotPositive => ApiError::bad_request("invalid_request", message),
+        DepositRejection::Input(e) => ApiError::input(e),
     }
 }
 

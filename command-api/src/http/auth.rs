@@ -26,7 +26,7 @@ pub struct Caller {
     pub token_hash: [u8; 32],
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
@@ -207,6 +207,7 @@ pub fn access_error(rejection: AccessRejection) -> ApiError {
     let message = rejection.to_string();
     match rejection {
         AccessRejection::Unauthenticated => ApiError::unauthorized("unauthenticated", message),
+        AccessRejection::UserDisabled => ApiError::unauthorized("user_disabled", message),
         AccessRejection::NotMember => ApiError::unauthorized("not_a_member", message),
         AccessRejection::NoLicense => ApiError::forbidden("no_oes_license", message),
         AccessRejection::NoPartner => ApiError::forbidden("no_partner_record", message),

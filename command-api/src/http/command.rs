@@ -8,7 +8,9 @@ use axum::Json;
 use events::codec::{Actor, Metadata};
 use events::domain::event::Timestamp;
 use events::domain::{CommandId, DomainEvent, StreamName};
-use events::store::{execute, Command, Decision, ExecuteError, Executed, Loaded, NonceClaim};
+use events::store::{
+    execute, AppendError, Command, Decision, ExecuteError, Executed, Loaded, NonceClaim,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -120,6 +122,14 @@ pub async fn run_replayable(
         Err(ExecuteError::NonceReused) => {
             Err(ApiError::bad_request("nonce_reused", "nonce already used"))
         }
+        Err(ExecuteError::Append(AppendError::EventTooLarge { bytes, .. })) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_too_large",
+            format!(
+                "this request would record an event of {bytes} bytes; at most {} are allowed",
+                events::domain::limits::MAX_EVENT_BYTES
+            ),
+        )),
         Err(ExecuteError::Contention) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "contention",

@@ -158,9 +158,8 @@ fn dispute_error(e: DisputeRejection) -> ApiError {
         DisputeRejection::ConnectionNotOurs
         | DisputeRejection::WrongConnection
         | DisputeRejection::NoAmounts
-        | DisputeRejection::TooManyCurrencies
-        | DisputeRejection::ZeroAmount
-        | DisputeRejection::BadText => ApiError::bad_request("invalid_dispute", message),
+        | DisputeRejection::ZeroAmount => ApiError::bad_request("invalid_dispute", message),
+        DisputeRejection::Input(e) => ApiError::input(e),
     }
 }
 
@@ -194,7 +193,8 @@ fn parse_amounts(
     Ok(amounts)
 }
 
-fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
+/// What an event keeps of a signed request, for auditors (SPEC §4).
+pub(super) fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
     Signed {
         payload: signed.payload().to_owned(),
         signature: signed.signature().to_hex(),
@@ -245,7 +245,7 @@ async fn raise(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: RaiseRequest = parse(&own_fields(&body))?;
     let loaded = auth::load(
         &state,
@@ -371,7 +371,7 @@ async fn raise_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: RaiseRequest = parse(&own_fields(&body))?;
     let loaded = auth::load(&state, &[connection_stream(request.connection_id)]).await?;
     let (_, format) = own_connection(&loaded, e, request.connection_id)?;
@@ -462,7 +462,7 @@ async fn update(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
     let (format, settlement_id, _) =
         dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
@@ -511,7 +511,7 @@ async fn update_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
     let (format, settlement_id, _) =
         dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
@@ -558,7 +558,7 @@ async fn close(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: CloseRequest = parse(&own_fields(&body))?;
     let (_, settlement_id, settlement) = dispute_access(&state, e, dispute_id, None).await?;
     let signed =
@@ -601,7 +601,7 @@ async fn close_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let _: CloseRequest = parse(&own_fields(&body))?;
     dispute_access(&state, e, dispute_id, None).await?;
     let payload = signing_payload(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;

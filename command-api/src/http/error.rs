@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields of the body (e.g. the released allocation of a 422).
     pub details: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Extra response headers (e.g. `Retry-After` of a 503).
+    pub headers: Vec<(axum::http::HeaderName, axum::http::HeaderValue)>,
 }
 
 /// What a handler's error leaves on its response for `render` to turn into the body.
@@ -31,7 +33,18 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header to the response (`render` keeps it on the rendered error).
+    pub fn with_header(
+        mut self,
+        name: axum::http::HeaderName,
+        value: axum::http::HeaderValue,
+    ) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// Adds a field to the error body.
@@ -44,6 +57,11 @@ impl ApiError {
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// An input refused by its limits (`events::domain::limits`): 400, naming the field.
+    pub fn input(e: events::domain::limits::LimitError) -> Self {
+        Self::bad_request(e.code(), e.to_string()).with_detail("field", e.field().into())
     }
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
@@ -84,6 +102,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response.extensions_mut().insert(ErrorInfo {
             code: self.code,
             message: self.message,

@@ -10,7 +10,7 @@ use axum::{Extension, Json, Router};
 use events::codec::Actor;
 use events::domain::client::wallet_id_of;
 use events::domain::connection::{
-    Allocate, AllocationKind, Connect, Connection, ConnectionRejection,
+    Allocate, AllocationKind, Connect, Connection, ConnectionRejection, UpdateConnection,
 };
 use events::domain::custody::Custody;
 use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
@@ -29,6 +29,7 @@ use super::body::{parse, RawBody};
 use super::command::{run, CommandSpec, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
+use super::disputes::signed_of;
 use super::error::ApiError;
 use super::reads::{self, PageQuery, Side};
 use super::views;
@@ -188,12 +189,8 @@ fn connection_error(e: ConnectionRejection) -> ApiError {
             ApiError::conflict("already_exists", message)
         }
         ConnectionRejection::Overflow => ApiError::bad_request("amount_overflow", message),
-        ConnectionRejection::NameEmpty
-        | ConnectionRejection::NameTooLong
-        | ConnectionRejection::ConnectionKeyEmpty
-        | ConnectionRejection::NotPositive
-        | ConnectionRejection::BadExternalId
-        | ConnectionRejection::BadNotes => ApiError::bad_request("invalid_request", message),
+        ConnectionRejection::NotPositive => ApiError::bad_request("invalid_request", message),
+        ConnectionRejection::Input(e) => ApiError::input(e),
     }
 }
 
@@ -220,7 +217,7 @@ async fn connect(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: ConnectRequest = parse(&own_fields(&body))?;
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -234,6 +231,7 @@ async fn connect(
     streams.extend([partner.clone(), connection.clone()]);
     let spec = signed_spec(&caller, e, &signed, key_id, id, streams);
     let (nonce, proof) = (signed.nonce().to_owned(), signed.signature().to_hex());
+    let kept = signed_of(&signed, key_id);
     run(&state, &request_id, spec, |loaded, at| {
         let access = recheck(loaded, &caller, e, Role::Client, key_id)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
@@ -244,6 +242,7 @@ async fn connect(
             connection_key: request.connection_key.clone(),
             nonce: nonce.clone(),
             proof: proof.clone(),
+            signed: Some(kept.clone()),
         };
         let events = current
             .decide_connect(&access.client, &partner_state, command, at)
@@ -265,7 +264,7 @@ async fn connect_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let _: ConnectRequest = parse(&own_fields(&body))?;
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
@@ -287,7 +286,7 @@ async fn update_connection(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: UpdateRequest = parse(&own_fields(&body))?;
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
@@ -302,11 +301,18 @@ async fn update_connection(
         nonce_command(e, &signed),
         streams,
     );
+    let kept = signed_of(&signed, key_id);
     run(&state, &request_id, spec, |loaded, at| {
         recheck(loaded, &caller, e, Role::Client, key_id)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
+        let command = UpdateConnection {
+            client_enterprise_id: e,
+            name: request.name.clone(),
+            active: request.active,
+            signed: Some(kept.clone()),
+        };
         let events = current
-            .decide_update(e, request.name.clone(), request.active, at)
+            .decide_update(command, at)
             .map_err(connection_error)?;
         let after = events.iter().fold(current, Connection::evolve);
         let created = loaded.events(&connection).iter().find_map(|ev| match ev {
@@ -330,7 +336,7 @@ async fn update_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let _: UpdateRequest = parse(&own_fields(&body))?;
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
@@ -451,7 +457,7 @@ async fn move_funds(
     raw: RawBody,
 ) -> Result<Response, ApiError> {
     let (access, format) = client_connection_access(&state, &caller, e, connection_id).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
     let (currency, quantity) = parse_allocation_amount(&state, &request.amount, format)?;
     let signed = SignedRequest::parse(&body, &allocation_path_ids(e, connection_id))
@@ -478,6 +484,7 @@ async fn move_funds(
         request.notes
     ]);
     spec.request_hash = sha256(content.to_string().as_bytes());
+    let kept = signed_of(&signed, key_id);
     run(&state, &request_id, spec, |loaded, at| {
         recheck(loaded, &caller, e, Role::Client, key_id)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
@@ -490,6 +497,7 @@ async fn move_funds(
             client_external_id: request.client_external_id.clone(),
             initiated_by: caller.user_id,
             notes: request.notes.clone(),
+            signed: Some(kept.clone()),
         };
         let decision = current
             .decide_allocation(e, &custody_state, command, at)
@@ -519,7 +527,7 @@ async fn allocation_signing(
     raw: RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let (_, format) = client_connection_access(&state, &caller, e, connection_id).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let request: AllocationRequest = parse(&own_fields(&body))?;
     parse_allocation_amount(&state, &request.amount, format)?;
     let payload =

@@ -354,20 +354,33 @@ pub struct SettlementFilter {
     pub updated_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-fn list_of(query: &std::collections::HashMap<String, String>, key: &str) -> Option<Vec<String>> {
-    query.get(key).map(|v| {
-        v.split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    })
+/// A comma-separated filter, bounded like any input: at most `MAX_QUERY_VALUES` values of at most
+/// `MAX_QUERY_VALUE_BYTES` each, without control characters (they would reach SQL parameters).
+pub fn list_of(
+    query: &std::collections::HashMap<String, String>,
+    key: &'static str,
+) -> Result<Option<Vec<String>>, ApiError> {
+    use events::domain::limits::{self, Lines, MAX_QUERY_VALUES, MAX_QUERY_VALUE_BYTES};
+    let Some(value) = query.get(key) else {
+        return Ok(None);
+    };
+    let values: Vec<String> = value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    limits::count(key, values.len(), MAX_QUERY_VALUES).map_err(ApiError::input)?;
+    for v in &values {
+        limits::bounded(key, v, MAX_QUERY_VALUE_BYTES, Lines::One).map_err(ApiError::input)?;
+    }
+    Ok(Some(values))
 }
 
 fn uuids(
     query: &std::collections::HashMap<String, String>,
-    key: &str,
+    key: &'static str,
 ) -> Result<Option<Vec<Uuid>>, ApiError> {
-    list_of(query, key)
+    list_of(query, key)?
         .map(|ids| {
             ids.iter()
                 .map(|id| Uuid::try_parse(id))
@@ -412,8 +425,8 @@ impl SettlementFilter {
         };
         Ok(Self {
             settlement_ids: uuids(query, "settlementIds")?,
-            external_ids: list_of(query, "externalIds"),
-            statuses: list_of(query, "statuses"),
+            external_ids: list_of(query, "externalIds")?,
+            statuses: list_of(query, "statuses")?,
             party_connection_ids: uuids(query, "partyConnectionIds")?,
             only_show_disputed,
             created_on_or_after: instant(query, "createdOnOrAfter")?,

@@ -19,8 +19,8 @@ use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
 use events::domain::partner::{Partner, PartnerCutoffAdvanced};
 use events::domain::settlement::{
-    failure_reason, Instruction, LifecycleRejection, Settlement, SettlementApi, SettlementRecord,
-    SettlementStaged, StageContext, StageRejection, Status, Transfer,
+    self, failure_reason, Instruction, LifecycleRejection, Settlement, SettlementApi,
+    SettlementRecord, SettlementStaged, StageContext, StageRejection, Status, Transfer,
 };
 use events::domain::{CommandId, StreamName};
 use events::lifecycle::{self, Step};
@@ -31,7 +31,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::auth::{self, connection_stream, custody_stream, fold, stream, Caller, Role};
-use super::body::{parse, RawBody};
+use super::body::{parse, RawBody, MAX_BODY_BYTES_SETTLEMENT};
+
+/// The body of a settlement route: sized for the largest settlement supported.
+type SettlementBody = RawBody<MAX_BODY_BYTES_SETTLEMENT>;
 use super::command::{now, run, run_replayable, CommandSpec, Decided, Reply};
 use super::context::RequestId;
 use super::disputes;
@@ -195,12 +198,9 @@ fn parse_request(
     currencies: &CurrencyTable,
 ) -> Result<Parsed, ApiError> {
     let request: SettlementRequest = parse(fields)?;
-    if request.external_id.is_empty() {
-        return Err(invalid("externalId must not be empty"));
-    }
-    if request.notes.as_deref() == Some("") {
-        return Err(invalid("notes must not be empty"));
-    }
+    // Bounded before anything else reads them (amounts are bounded by the body limit).
+    settlement::check_input(&request.external_id, request.notes.as_deref(), 0)
+        .map_err(ApiError::input)?;
     let cutoff_at = match (api, &request.cutoff_at) {
         (SettlementApi::V2, None) => return Err(invalid("cutoffAt is required")),
         (SettlementApi::V1, Some(_)) => return Err(invalid("cutoffAt belongs to v2")),
@@ -212,6 +212,12 @@ fn parse_request(
         (_, None) => None,
     };
     let instructions = instructions(&request.settlement_amounts, format, currencies)?;
+    settlement::check_input(
+        &request.external_id,
+        request.notes.as_deref(),
+        instructions.len(),
+    )
+    .map_err(ApiError::input)?;
     // "The same body" is judged on what it means: the instant of cutoffAt and amounts in base
     // units, so re-serializing the same request (e.g. another timestamp precision) is a retry.
     let lines: Vec<Value> = instructions
@@ -254,6 +260,7 @@ fn stage_error(e: StageRejection) -> ApiError {
                 .with_detail("shortfalls", Value::Array(details))
         }
         StageRejection::Money(m) => ApiError::bad_request(m.code(), message),
+        StageRejection::Input(e) => ApiError::input(e),
         _ => invalid(message),
     }
 }
@@ -312,7 +319,7 @@ async fn stage_v2(
     state: State<AppState>,
     id: Extension<RequestId>,
     e: Path<Uuid>,
-    raw: RawBody,
+    raw: SettlementBody,
 ) -> Result<Response, ApiError> {
     settle(SettlementApi::V2, caller, state, id, e, raw).await
 }
@@ -322,7 +329,7 @@ async fn perform_v1(
     state: State<AppState>,
     id: Extension<RequestId>,
     e: Path<Uuid>,
-    raw: RawBody,
+    raw: SettlementBody,
 ) -> Result<Response, ApiError> {
     settle(SettlementApi::V1, caller, state, id, e, raw).await
 }
@@ -333,7 +340,7 @@ async fn settle(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     Path(e): Path<Uuid>,
-    raw: RawBody,
+    raw: SettlementBody,
 ) -> Result<Response, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Partner).await?;
     let partner = access
@@ -347,7 +354,7 @@ async fn settle(
             "partners with disputes enabled stage settlements with v2",
         ));
     }
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let parsed = parse_request(
         &own_fields(&body),
         api,
@@ -684,10 +691,10 @@ async fn signing(
     caller: Caller,
     State(state): State<AppState>,
     Path(e): Path<Uuid>,
-    raw: RawBody,
+    raw: SettlementBody,
 ) -> Result<Json<Value>, ApiError> {
     let access = auth::authorize(&state, &caller, e, Role::Partner).await?;
-    let body = raw.json()?;
+    let body = raw.json().await?;
     let format = access
         .partner
         .record()
@@ -764,14 +771,11 @@ async fn one<const PARTNER: bool>(
         .await?
         .pop()
         .ok_or_else(|| ApiError::not_found("settlement"))?;
-    let currencies = query
-        .get("currencies")
-        .map(|v| v.split(',').map(str::to_owned).collect());
-    let destinations = query
-        .get("destinationNetworkAccountIds")
+    let currencies = reads::list_of(&query, "currencies")?;
+    let destinations = reads::list_of(&query, "destinationNetworkAccountIds")?
         .map(|v| {
-            v.split(',')
-                .map(Uuid::try_parse)
+            v.iter()
+                .map(|id| Uuid::try_parse(id))
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()

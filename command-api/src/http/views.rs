@@ -40,7 +40,7 @@ pub fn key(enterprise_id: Uuid, key_id: Uuid, r: &EnterpriseRecord) -> Value {
 }
 
 pub fn user(r: &UserRecord) -> Value {
-    json!({"id": r.id, "name": r.name, "enterpriseIds": r.enterprise_ids, "auditor": r.auditor, "createdAt": time(r.created_at)})
+    json!({"id": r.id, "name": r.name, "enterpriseIds": r.enterprise_ids, "auditor": r.auditor, "disabled": r.disabled, "createdAt": time(r.created_at), "updatedAt": time(r.updated_at)})
 }
 
 pub fn partner(r: &PartnerRecord) -> Value {

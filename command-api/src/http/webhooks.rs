@@ -1,8 +1,8 @@
 //! Webhook notifications over HTTP: the admin sets or clears an enterprise's webhook URL (an
-//! event-sourced command), reads the engine's webhook public key and an enterprise's delivery
-//! log; partners and clients read their notification feed with each item's delivery state.
-
-use std::sync::OnceLock;
+//! event-sourced command; internal destinations need the operator's allow-list), reads the
+//! engine's webhook public key and an enterprise's delivery log with every attempt; partners and
+//! clients read their notification feed with each item's delivery state and attempt count only
+//! (what a receiver answered, and where its name resolved, is the operator's to see).
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -10,9 +10,7 @@ use axum::response::Response;
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use events::domain::enterprise::{Enterprise, WebhookRejection};
-use schemas::signing::webhook::{
-    KeySource, WebhookKeyError, WebhookSigner, WEBHOOK_SCHEME, WEBHOOK_SEED_ENV,
-};
+use schemas::signing::webhook::WEBHOOK_SCHEME;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,8 +31,6 @@ const NOTIFICATIONS: &str = "projector-notifications";
 
 /// `/api/admin/v1` routes.
 pub fn admin_routes() -> Router<AppState> {
-    // Read the key when the router is built, so a missing or bad seed is logged at start.
-    let _ = signer();
     Router::new()
         .route("/enterprises/{e}/webhook", put(configure))
         .route("/webhooks/public-key", get(public_key))
@@ -50,33 +46,14 @@ pub fn network_routes() -> Router<AppState> {
     )
 }
 
-/// The webhook signing key from `SETTLE_WEBHOOK_SEED`, or the development key (with a
-/// warning) when it is unset; read once.
-fn signer() -> &'static Result<WebhookSigner, WebhookKeyError> {
-    static SIGNER: OnceLock<Result<WebhookSigner, WebhookKeyError>> = OnceLock::new();
-    SIGNER.get_or_init(|| {
-        let seed = std::env::var(WEBHOOK_SEED_ENV).ok();
-        match WebhookSigner::from_config(seed.as_deref()) {
-            Ok((signer, KeySource::Development)) => {
-                tracing::warn!(
-                    public_key = %signer.public_key_hex(),
-                    "{WEBHOOK_SEED_ENV} is not set: webhooks are signed with the public development key"
-                );
-                Ok(signer)
-            }
-            Ok((signer, KeySource::Configured)) => Ok(signer),
-            Err(e) => {
-                tracing::error!(error = %e, "{WEBHOOK_SEED_ENV} is invalid");
-                Err(e)
-            }
-        }
-    })
-}
-
 fn webhook_error(e: WebhookRejection) -> ApiError {
     match e {
         WebhookRejection::NotFound => ApiError::not_found("enterprise"),
         WebhookRejection::Url(url) => ApiError::bad_request("invalid_webhook_url", url.to_string()),
+        WebhookRejection::Destination(refusal) => {
+            ApiError::bad_request("invalid_webhook_url", e.to_string())
+                .with_detail("reason", refusal.code().into())
+        }
     }
 }
 
@@ -121,7 +98,7 @@ async fn configure(
             Enterprise::evolve,
             |current| {
                 current
-                    .decide_webhook(url.as_deref(), at)
+                    .decide_webhook(url.as_deref(), &state.webhooks.allow, at)
                     .map_err(webhook_error)
             },
             |after| {
@@ -136,10 +113,13 @@ async fn configure(
     .await
 }
 
-async fn public_key(_: Admin) -> Result<Json<Value>, ApiError> {
-    let signer = signer().as_ref().map_err(ApiError::internal)?;
+async fn public_key(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let key = state
+        .webhooks
+        .public_key
+        .ok_or_else(|| ApiError::internal("the webhook key is not configured"))?;
     Ok(Json(
-        json!({"publicKey": signer.public_key_hex(), "scheme": WEBHOOK_SCHEME}),
+        json!({"publicKey": hex::encode(key), "scheme": WEBHOOK_SCHEME}),
     ))
 }
 
@@ -152,7 +132,7 @@ async fn deliveries(
     let page = q.page()?;
     Ok(Json(reads::list(
         "webhookDeliveries",
-        notifications(&state.pool, e, page).await?,
+        notifications(&state.pool, e, page, Audience::Operator).await?,
         page,
     )))
 }
@@ -172,36 +152,42 @@ pub async fn feed<const PARTNER: bool>(
     let page = q.page()?;
     Ok(Json(reads::list(
         "notifications",
-        notifications(&state.pool, e, page).await?,
+        notifications(&state.pool, e, page, Audience::Tenant).await?,
         page,
     )))
 }
 
+/// Who reads a delivery: the tenant sees its state and attempt count; the operator also the
+/// schedule and every attempt (URL, status, error text, duration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    Tenant,
+    Operator,
+}
+
 /// An enterprise's notifications in the order of the events behind them, each with its
-/// payload (the exact webhook body) and its delivery: status, next attempt and every attempt.
+/// payload (the exact webhook body) and its delivery: for the tenant its status and attempt
+/// count, for the operator also the next attempt and every attempt.
 pub async fn notifications(
     pool: &PgPool,
     enterprise_id: Uuid,
     page: Page,
+    audience: Audience,
 ) -> Result<Vec<Value>, ApiError> {
+    let delivery = match audience {
+        Audience::Tenant => "json_build_object(
+                'status', coalesce(d.status, 'not_configured'),
+                'attemptCount', coalesce(d.attempts, 0))"
+            .to_owned(),
+        Audience::Operator => operator_delivery(),
+    };
     let sql = format!(
         "SELECT json_build_object(
             'id', n.id, 'type', n.type, 'enterpriseId', n.enterprise_id, 'settlementId', n.settlement_id,
             'partnerId', n.partner_id, 'externalId', n.external_id,
             'createdAt', to_char(n.created_at AT TIME ZONE 'UTC', {TIME}),
             'payload', n.body::json,
-            'delivery', json_build_object(
-                'status', coalesce(d.status, 'not_configured'),
-                'attemptCount', coalesce(d.attempts, 0),
-                'nextAttemptAt', CASE WHEN d.status = 'pending'
-                    THEN to_char(greatest(d.due_at, d.leased_until) AT TIME ZONE 'UTC', {TIME}) END,
-                'deliveredAt', to_char(d.delivered_at AT TIME ZONE 'UTC', {TIME}),
-                'attempts', coalesce((
-                    SELECT json_agg(json_build_object(
-                        'attempt', a.attempt, 'at', to_char(a.at AT TIME ZONE 'UTC', {TIME}), 'url', a.url,
-                        'httpStatus', a.http_status, 'error', a.error, 'durationMs', a.duration_ms)
-                        ORDER BY a.attempt)
-                    FROM webhook_attempts a WHERE a.notification_id = n.id), '[]'::json)))::text
+            'delivery', {delivery})::text
          FROM rm_notifications n LEFT JOIN webhook_deliveries d ON d.notification_id = n.id
          WHERE n.enterprise_id = $1 ORDER BY n.position, n.id LIMIT $2 OFFSET $3"
     );
@@ -215,6 +201,24 @@ pub async fn notifications(
     rows.into_iter()
         .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
         .collect()
+}
+
+/// The operator's delivery object: state, schedule and the full attempt log.
+fn operator_delivery() -> String {
+    format!(
+        "json_build_object(
+                'status', coalesce(d.status, 'not_configured'),
+                'attemptCount', coalesce(d.attempts, 0),
+                'nextAttemptAt', CASE WHEN d.status = 'pending'
+                    THEN to_char(greatest(d.due_at, d.leased_until) AT TIME ZONE 'UTC', {TIME}) END,
+                'deliveredAt', to_char(d.delivered_at AT TIME ZONE 'UTC', {TIME}),
+                'attempts', coalesce((
+                    SELECT json_agg(json_build_object(
+                        'attempt', a.attempt, 'at', to_char(a.at AT TIME ZONE 'UTC', {TIME}), 'url', a.url,
+                        'httpStatus', a.http_status, 'error', a.error, 'durationMs', a.duration_ms)
+                        ORDER BY a.attempt)
+                    FROM webhook_attempts a WHERE a.notification_id = n.id), '[]'::json))"
+    )
 }
 
 #[cfg(test)]

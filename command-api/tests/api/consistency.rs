@@ -74,7 +74,7 @@ async fn reads_reflect_writes_and_survive_restarts() {
 }
 
 /// A write whose events were sequenced in two batches is reflected only once every one of its
-/// events has a position and the read models' checkpoint is past the last.
+/// events has a position and every partition of the read models is past the last.
 #[tokio::test]
 async fn a_partly_sequenced_write_is_not_reflected() {
     use command_api::http::consistency::reflected;
@@ -122,8 +122,18 @@ async fn a_partly_sequenced_write_is_not_reflected() {
             .bind(id)
             .bind(vec![0u8; 32])
     };
-    let checkpoint = |n: i64| {
-        sqlx::query("INSERT INTO consumer_checkpoints VALUES ('projector-read-models', $1, now()) ON CONFLICT (consumer) DO UPDATE SET position = $1")
+    // The group has two partitions; a write is reflected once both are past it.
+    sqlx::query(
+        "INSERT INTO consumer_partitions (consumer_group, partition, partitions, consumer)
+         VALUES ('projector-read-models', 0, 2, 'projector-read-models-p0'),
+                ('projector-read-models', 1, 2, 'projector-read-models-p1')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let checkpoint = |partition: u8, n: i64| {
+        sqlx::query("INSERT INTO consumer_checkpoints VALUES ($1, $2, now()) ON CONFLICT (consumer) DO UPDATE SET position = $2")
+            .bind(format!("projector-read-models-p{partition}"))
             .bind(n)
     };
     let consumer = "projector-read-models";
@@ -136,7 +146,8 @@ async fn a_partly_sequenced_write_is_not_reflected() {
         .execute(&db.pool)
         .await
         .unwrap();
-    checkpoint(1).execute(&db.pool).await.unwrap();
+    checkpoint(0, 1).execute(&db.pool).await.unwrap();
+    checkpoint(1, 1).execute(&db.pool).await.unwrap();
     assert!(
         !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
         "half a write is not the write"
@@ -149,8 +160,19 @@ async fn a_partly_sequenced_write_is_not_reflected() {
         !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
         "sequenced but not yet applied"
     );
-    checkpoint(2).execute(&db.pool).await.unwrap();
+    checkpoint(0, 2).execute(&db.pool).await.unwrap();
+    assert!(
+        !reflected(&db.pool, consumer, appended.txid).await.unwrap(),
+        "one partition past it, the other not yet: not reflected"
+    );
+    checkpoint(1, 2).execute(&db.pool).await.unwrap();
     assert!(reflected(&db.pool, consumer, appended.txid).await.unwrap());
+    assert!(
+        !reflected(&db.pool, "projector-notifications", appended.txid)
+            .await
+            .unwrap(),
+        "a group without partitions has applied nothing"
+    );
     assert!(
         reflected(&db.pool, consumer, appended.txid + 1_000_000)
             .await
@@ -158,4 +180,40 @@ async fn a_partly_sequenced_write_is_not_reflected() {
         "a token of no events is met at once"
     );
     db.drop_db().await;
+}
+
+/// A read asking for a write its read models cannot reflect within the wait is refused with 503
+/// `read_not_caught_up` and `Retry-After`, never answered with stale data; once the projector
+/// is back the same read succeeds.
+#[tokio::test]
+async fn a_read_that_cannot_catch_up_is_refused_not_stale() {
+    let mut app = TestApp::spawn().await;
+    let w = world(&app, "baseUnits").await;
+    let token = w.client.token.clone();
+    let balances = format!("/v1/enterprises/{}/clients/balances", w.client.id);
+    app.get_after(&balances, &token, &w.connected_at)
+        .await
+        .expect(200, None);
+
+    app.stop_projector().await;
+    let write = app
+        .post(
+            &w.allocation_path("allocations"),
+            &token,
+            w.allocation("BTC", json!("250"), "stale-1", "stale-1"),
+        )
+        .await;
+    let position = write.header("x-event-position").expect("position token");
+    write.expect(200, None);
+    let read = app.get_after(&balances, &token, &position).await;
+    read.expect(503, Some("read_not_caught_up"));
+    assert_eq!(read.header("retry-after").as_deref(), Some("1"));
+
+    app.start_projector().await;
+    let read = app.get_after(&balances, &token, &position).await;
+    assert_eq!(
+        read.expect(200, None)["networkBalances"][&w.connection_id]["balances"]["BTC"]["available"],
+        "250"
+    );
+    app.shutdown().await;
 }

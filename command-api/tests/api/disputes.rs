@@ -151,6 +151,7 @@ pub async fn settled(app: &TestApp, w: &World, settlement: &str, status: &str) -
 
 /// (available, held) of BTC on each connection, and the partner's custody available.
 pub async fn btc(app: &TestApp, l: &Lifecycle) -> (Vec<(i128, i128)>, i128) {
+    app.read_models_caught_up().await;
     let client = app
         .get(
             &format!("/v1/enterprises/{}/clients/balances", l.w.client.id),

@@ -594,6 +594,38 @@ async fn a_client_closure_inside_the_window_executes_and_after_finalization_carr
         btc_in_world(&app, w, &s2.header("x-event-position").unwrap()).await,
         200_000_000
     );
+    // S1's audit timeline (ADR 0010) holds its whole story, signed steps re-verified, up to the
+    // staging of S2 that took in the closure carried from it.
+    let timeline = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/audit/v1/settlements/{s1_id}/events"),
+            Some(ADMIN_TOKEN),
+            None,
+            &[],
+        )
+        .await;
+    let events = timeline.expect(200, None)["events"].clone();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect();
+    for kind in [
+        "SettlementStaged",
+        "DisputeRaised",
+        "DisputeClosed",
+        "SettlementFinalized",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"ClosuresJoined"), "{kinds:?}");
+    for e in events.as_array().expect("events") {
+        if !e["signed"].is_null() {
+            assert_eq!(e["signed"]["signatureValid"], true, "{e}");
+        }
+    }
     app.shutdown().await;
 }
 

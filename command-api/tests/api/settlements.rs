@@ -583,6 +583,7 @@ async fn a_ten_thousand_connection_settlement_stages() {
                         nonce: "n".into(),
                         proof: "p".into(),
                         at: Timestamp(0),
+                        signed: None,
                     }
                     .into(),
                 ),

@@ -16,6 +16,23 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// Reads with `X-Min-Position` a test makes before it accepts `read_not_caught_up` as the answer.
+const READ_RETRIES_MAX: u32 = 8;
+
+/// The webhook allow-list of the processes under test: the tests' receivers listen on
+/// 127.0.0.1, which is refused as a webhook destination unless the operator allows it. Only
+/// that one address, so the other internal destinations stay refused.
+pub const WEBHOOK_ALLOW: &str = "127.0.0.1";
+
+/// The finalizer's webhook settings under test: the test signing seed (the processes refuse to
+/// start without one) and the loopback receivers allowed.
+pub fn webhook_config() -> finalizer::webhooks::WebhookConfig {
+    finalizer::webhooks::WebhookConfig {
+        seed: Some(events::testing::TEST_WEBHOOK_SEED.into()),
+        allow: Some(WEBHOOK_ALLOW.into()),
+        ..finalizer::webhooks::WebhookConfig::default()
+    }
+}
 
 struct Running {
     stop: CancellationToken,
@@ -37,9 +54,36 @@ pub struct TestApp {
     pub db: TestDb,
     pub bus: BusConfig,
     pub http: reqwest::Client,
+    /// The HTTP edge limits the command-api starts with.
+    pub edge: command_api::http::edge::EdgeConfig,
+    /// The audit settings it starts with (the test audit seed; a test may shorten the interval
+    /// of the full chain verification and restart the API).
+    pub audit: command_api::http::audit::AuditConfig,
     api: Option<Running>,
-    projector: Option<Running>,
+    /// Projector instances sharing the partitions (`SETTLE_TEST_PROJECTORS`, default 2).
+    projectors: Vec<Running>,
     finalizers: Vec<Running>,
+}
+
+/// How many projector instances each test app runs: `SETTLE_TEST_PROJECTORS`, default two, so
+/// that the whole suite runs against partitions shared by two instances (ADR 0009).
+pub fn projector_instances() -> usize {
+    std::env::var("SETTLE_TEST_PROJECTORS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(2)
+}
+
+/// The projectors' scaling under test: three partitions, a two-second lease (rebalances in
+/// half a second), every batch audited.
+pub fn test_scale() -> projector::ScaleConfig {
+    projector::ScaleConfig {
+        partitions: 3,
+        lease_seconds: 2.0,
+        audit_batches: true,
+        ..projector::ScaleConfig::default()
+    }
 }
 
 /// A response, decoded.
@@ -91,6 +135,19 @@ fn common(db: &TestDb, bus: &BusConfig) -> CommonConfig {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        Self::spawn_with_edge(command_api::http::edge::EdgeConfig::default()).await
+    }
+
+    /// As `spawn`, with these HTTP edge limits.
+    pub async fn spawn_with_edge(edge: command_api::http::edge::EdgeConfig) -> Self {
+        let mut app = Self::spawn_api_only(edge).await;
+        app.start_projector().await;
+        app
+    }
+
+    /// The command-api alone: a test that runs its projectors itself (as real processes, say)
+    /// starts them against `db` and `bus`.
+    pub async fn spawn_api_only(edge: command_api::http::edge::EdgeConfig) -> Self {
         let db = TestDb::new().await;
         let bus = unique_bus();
         let mut app = Self {
@@ -98,12 +155,16 @@ impl TestApp {
             db,
             bus,
             http: reqwest::Client::new(),
+            edge,
+            audit: command_api::http::audit::AuditConfig {
+                seed: Some(events::testing::TEST_AUDIT_SEED.into()),
+                ..Default::default()
+            },
             api: None,
-            projector: None,
+            projectors: Vec::new(),
             finalizers: Vec::new(),
         };
         app.start_api().await;
-        app.start_projector().await;
         app
     }
 
@@ -116,6 +177,13 @@ impl TestApp {
             admin_token: Some(ADMIN_TOKEN.into()),
             sequencer: true,
             currencies: None,
+            // A signing seed as a deployment must have (the test one), and the loopback
+            // receivers allowed as webhook destinations.
+            webhook_seed: Some(events::testing::TEST_WEBHOOK_SEED.into()),
+            webhook_allow: Some(WEBHOOK_ALLOW.into()),
+            development: false,
+            edge: self.edge.clone(),
+            audit: self.audit.clone(),
             command: None,
         };
         let stop = CancellationToken::new();
@@ -135,16 +203,32 @@ impl TestApp {
         assert!(up, "command-api ready");
     }
 
+    /// Starts the projector instances and waits until they share the partitions (every
+    /// partition owned, each instance holding its share), so no rebalance runs under a test.
     pub async fn start_projector(&mut self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let config = projector::Config {
-            common: common(&self.db, &self.bus),
-            listen: listener.local_addr().expect("addr").to_string(),
-            command: None,
-        };
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(projector::run(listener, config, stop.clone()));
-        self.projector = Some(Running { stop, task });
+        let instances = projector_instances();
+        for _ in 0..instances {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let config = projector::Config {
+                common: common(&self.db, &self.bus),
+                listen: listener.local_addr().expect("addr").to_string(),
+                scale: test_scale(),
+                command: None,
+            };
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(projector::run(listener, config, stop.clone()));
+            self.projectors.push(Running { stop, task });
+        }
+        let pool = self.db.pool.clone();
+        let balanced = events::testing::eventually(Duration::from_secs(20), || {
+            let pool = pool.clone();
+            async move { partitions_balanced(&pool, instances).await }
+        })
+        .await;
+        assert!(
+            balanced,
+            "{instances} projector instance(s) share the partitions"
+        );
     }
 
     /// Starts a finalizer (several may run at once); failed executions are retried after
@@ -157,11 +241,19 @@ impl TestApp {
             retry_seconds,
             poll_ms: 20,
             lease_seconds: 30.0,
-            webhooks: finalizer::webhooks::WebhookConfig::default(),
+            webhooks: webhook_config(),
+            development: false,
+            command: None,
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(finalizer::run(listener, config, stop.clone()));
         self.finalizers.push(Running { stop, task });
+    }
+
+    pub async fn stop_finalizers(&mut self) {
+        for finalizer in std::mem::take(&mut self.finalizers) {
+            finalizer.stop().await;
+        }
     }
 
     pub async fn stop_api(&mut self) {
@@ -171,15 +263,33 @@ impl TestApp {
     }
 
     pub async fn stop_projector(&mut self) {
-        if let Some(projector) = self.projector.take() {
-            projector.stop().await;
-        }
+        let running = std::mem::take(&mut self.projectors);
+        futures::future::join_all(running.into_iter().map(Running::stop)).await;
+    }
+
+    /// Waits (bounded) until every partition of the read models has applied everything
+    /// sequenced so far. Partitions apply independently, so a read that saw one object change
+    /// (a settlement completed) is not proof that another (a connection's balance) has: a test
+    /// that reads without a position token waits here first.
+    pub async fn read_models_caught_up(&self) {
+        let caught_up = events::testing::eventually(Duration::from_secs(20), || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT (SELECT coalesce(max(position), 0) FROM event_log)
+                        <= (SELECT coalesce(min(coalesce(c.position, 0)), 0)
+                            FROM consumer_partitions p
+                            LEFT JOIN consumer_checkpoints c ON c.consumer = p.consumer
+                            WHERE p.consumer_group = 'projector-read-models')",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap_or(false)
+        })
+        .await;
+        assert!(caught_up, "the read models caught up with the log");
     }
 
     pub async fn shutdown(mut self) {
-        for finalizer in std::mem::take(&mut self.finalizers) {
-            finalizer.stop().await;
-        }
+        self.stop_finalizers().await;
         self.stop_projector().await;
         self.stop_api().await;
         events::testing::jetstream_at(&nats_url())
@@ -252,15 +362,31 @@ impl TestApp {
     }
 
     /// A read that waits for the write behind `position`.
+    /// A read that waits for the write behind `position`, as a well-behaved client does: a
+    /// 503 `read_not_caught_up` (the projection has not applied the write within the server's
+    /// wait) is retried after its `Retry-After`, a bounded number of times. A stale answer is
+    /// never accepted.
     pub async fn get_after(&self, path: &str, token: &str, position: &str) -> Resp {
-        self.call(
-            Method::GET,
-            &format!("/api/network{path}"),
-            Some(token),
-            None,
-            &[("X-Min-Position", position)],
-        )
-        .await
+        let mut attempts = 0;
+        loop {
+            let read = self
+                .call(
+                    Method::GET,
+                    &format!("/api/network{path}"),
+                    Some(token),
+                    None,
+                    &[("X-Min-Position", position)],
+                )
+                .await;
+            attempts += 1;
+            if read.status.as_u16() != 503
+                || read.body["code"] != "read_not_caught_up"
+                || attempts >= READ_RETRIES_MAX
+            {
+                return read;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
@@ -273,6 +399,23 @@ impl TestApp {
         )
         .await
     }
+}
+
+/// Whether every partition of every projector group has a live owner and, where a group has at
+/// least as many partitions as there are instances, every instance owns some.
+pub async fn partitions_balanced(pool: &sqlx::PgPool, instances: usize) -> bool {
+    let groups: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT consumer_group, count(*), count(*) FILTER (WHERE owner IS NOT NULL AND lease_until > now()),
+                count(DISTINCT owner) FILTER (WHERE lease_until > now())
+         FROM consumer_partitions GROUP BY consumer_group",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    groups.len() == 3
+        && groups.iter().all(|(_, partitions, owned, owners)| {
+            owned == partitions && (*owners as usize == instances.min(*partitions as usize))
+        })
 }
 
 /// Signs `fields` as a partner's or client's signer would: the canonical payload of the fields,

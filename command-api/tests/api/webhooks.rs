@@ -198,7 +198,7 @@ async fn a_notification_is_signed_retried_logged_and_accepted_once() {
 
     // Default backoff (1 s, 2 s, 4 s, …); the steps' clock jumps past each delay.
     let deliverer =
-        Deliverer::new(app.db.pool.clone(), &WebhookConfig::default()).expect("deliverer");
+        Deliverer::new(app.db.pool.clone(), &webhook_config(), false).expect("deliverer");
     let mut at = later(now(), Duration::from_secs(1));
     let mut steps = Vec::new();
     while steps.len() < 10 {
@@ -273,7 +273,8 @@ async fn a_notification_is_signed_retried_logged_and_accepted_once() {
     assert!(log["attempts"][0]["url"] == url && log["attempts"][0]["durationMs"].is_number());
     assert!(log["deliveredAt"].is_string() && log["nextAttemptAt"].is_null());
 
-    // The client's feed shows the same notification and delivery.
+    // The client's feed shows the same notification, and of its delivery only the state and
+    // the attempt count: what the receiver answered is the operator's to see.
     let feed = app
         .get(
             &format!("/v1/enterprises/{}/clients/notifications", w.client.id),
@@ -281,7 +282,11 @@ async fn a_notification_is_signed_retried_logged_and_accepted_once() {
         )
         .await;
     let feed = feed.expect(200, None);
-    assert_eq!(feed["notifications"][0]["delivery"], *log);
+    assert_eq!(
+        feed["notifications"][0]["delivery"],
+        json!({"status": "delivered", "attemptCount": 4})
+    );
+    assert_eq!(feed["notifications"][0]["payload"], notification["payload"]);
     assert_eq!(feed["nextCursor"], Value::Null);
 
     stop_receiver.cancel();
@@ -360,11 +365,11 @@ async fn admin_routes_validate_and_feeds_list_unconfigured_notifications() {
     let items = feed.expect(200, None)["notifications"].clone();
     assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
     let item = &items[0];
+    assert_eq!(item["type"], "settlement.completed");
     assert_eq!(
-        (item["type"].as_str(), item["delivery"]["status"].as_str()),
-        (Some("settlement.completed"), Some("not_configured"))
+        item["delivery"],
+        json!({"status": "not_configured", "attemptCount": 0})
     );
-    assert_eq!(item["delivery"]["attempts"], json!([]));
     assert_eq!(
         (
             item["payload"]["amounts"].clone(),
@@ -427,10 +432,10 @@ async fn two_finalizers_send_each_attempt_once_and_no_answer_is_logged() {
     .expect(200, None);
     notified(&app, &w.client.id, 1).await;
 
-    let config = WebhookConfig::default();
+    let config = webhook_config();
     let (one, two) = (
-        Deliverer::new(app.db.pool.clone(), &config).expect("deliverer"),
-        Deliverer::new(app.db.pool.clone(), &config).expect("deliverer"),
+        Deliverer::new(app.db.pool.clone(), &config, false).expect("deliverer"),
+        Deliverer::new(app.db.pool.clone(), &config, false).expect("deliverer"),
     );
     let at = later(now(), Duration::from_secs(1));
     let (a, b) = tokio::join!(one.step(at), two.step(at));
@@ -502,6 +507,127 @@ async fn two_finalizers_send_each_attempt_once_and_no_answer_is_logged() {
         .await
         .expect("step");
     assert!(idle.idle(), "{idle:?}");
+    stop_receiver.cancel();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn internal_destinations_are_refused_unless_the_operator_allows_them() {
+    let app = TestApp::spawn().await;
+    let w = world(&app, "baseUnits").await;
+    let path = format!("/enterprises/{}/webhook", w.client.id);
+    // The API under test allows 127.0.0.1 only (support::WEBHOOK_ALLOW).
+    for (url, reason) in [
+        ("http://127.0.0.2/hook", "loopback"),
+        ("http://127.2:8080/hook", "loopback"),
+        ("http://0x7f000002/hook", "loopback"),
+        ("http://localhost:8080/hook", "loopback"),
+        ("http://api.localhost/hook", "loopback"),
+        ("http://[::1]:9000/hook", "loopback"),
+        ("http://10.0.0.7/hook", "private"),
+        ("https://172.16.4.4/hook", "private"),
+        ("https://192.168.1.1/hook", "private"),
+        ("http://[fd12::1]/hook", "private"),
+        ("http://169.254.10.10/hook", "link_local"),
+        ("http://[fe80::1]/hook", "link_local"),
+        ("http://169.254.169.254/latest/meta-data/", "metadata"),
+        ("http://[fd00:ec2::254]/", "metadata"),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "metadata",
+        ),
+        ("http://0.0.0.0:8080/", "unspecified"),
+        ("http://255.255.255.255/", "broadcast"),
+        ("http://100.64.0.1/", "shared_address_space"),
+        ("http://224.0.0.1/", "multicast"),
+        ("http://[::ffff:10.0.0.1]/", "private"),
+    ] {
+        let refused = app.admin(Method::PUT, &path, json!({ "url": url })).await;
+        refused.expect(400, Some("invalid_webhook_url"));
+        assert_eq!(refused.body["reason"], reason, "{url}: {}", refused.body);
+    }
+    for allowed in [
+        "http://127.0.0.1:9/hook",
+        "http://127.1:9/hook", // the allowed address, spelled otherwise
+        "https://hooks.example.com/settle",
+        "https://93.184.216.34/hook",
+    ] {
+        app.admin(Method::PUT, &path, json!({ "url": allowed }))
+            .await
+            .expect(200, None);
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_destination_refused_at_delivery_is_a_failed_attempt_that_sends_nothing() {
+    let app = TestApp::spawn().await;
+    let w = world(&app, "baseUnits").await;
+    app.admin(
+        Method::PATCH,
+        &format!("/partners/{}", w.partner_id),
+        json!({"clientDisputeWindowMinutes": 60}),
+    )
+    .await
+    .expect(200, None);
+    let (url, seen, stop_receiver) = receiver(0).await;
+    app.admin(
+        Method::PUT,
+        &format!("/enterprises/{}/webhook", w.client.id),
+        json!({ "url": url }),
+    )
+    .await
+    .expect(200, None);
+    app.post(
+        &format!("/v2/enterprises/{}/partners/settlements", w.partner.id),
+        &w.partner.token,
+        stage(&w, "s-refused", json!({ &w.connection_id: {"BTC": "100"} })),
+    )
+    .await
+    .expect(200, None);
+    notified(&app, &w.client.id, 1).await;
+
+    // A finalizer whose operator did not allow loopback (the API's list may differ, or the
+    // URL may predate the rules): the attempt is refused, logged, and retried later.
+    let strict = WebhookConfig {
+        allow: None,
+        ..webhook_config()
+    };
+    let deliverer = Deliverer::new(app.db.pool.clone(), &strict, false).expect("deliverer");
+    let at = later(now(), Duration::from_secs(1));
+    let step = deliverer.step(at).await.expect("step");
+    assert_eq!((step.attempted, step.retrying), (1, 1), "{step:?}");
+    assert!(seen.lock().expect("log").is_empty(), "nothing was sent");
+    let log = &deliveries(&app, &w.client.id).await[0]["delivery"];
+    assert_eq!(log["status"], "pending");
+    let attempt = &log["attempts"][0];
+    assert!(attempt["httpStatus"].is_null(), "{attempt}");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("destination not allowed: 127.0.0.1 is a loopback")),
+        "{attempt}"
+    );
+    // The tenant sees the state and the count, never the reason or the address.
+    let feed = app
+        .get(
+            &format!("/v1/enterprises/{}/clients/notifications", w.client.id),
+            &w.client.token,
+        )
+        .await;
+    assert_eq!(
+        feed.expect(200, None)["notifications"][0]["delivery"],
+        json!({"status": "pending", "attemptCount": 1})
+    );
+
+    // Allowed, the next attempt goes through.
+    let allowed = Deliverer::new(app.db.pool.clone(), &webhook_config(), false).expect("deliverer");
+    let step = allowed
+        .step(later(at, Duration::from_secs(3_600)))
+        .await
+        .expect("step");
+    assert_eq!(step.delivered, 1, "{step:?}");
+    assert_eq!(seen.lock().expect("log").len(), 1);
     stop_receiver.cancel();
     app.shutdown().await;
 }

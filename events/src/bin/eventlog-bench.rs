@@ -329,6 +329,7 @@ impl Ctx {
         let bus = BusConfig {
             stream: format!("BENCH_{hex}{}", suffix.to_uppercase()),
             subject_prefix: format!("bench{hex}{suffix}"),
+            replicas: 1,
         };
         self.streams
             .lock()

@@ -2,6 +2,10 @@
 //! the consumer's checkpoint, in one Postgres transaction. Positions at or below the checkpoint
 //! are skipped, so a redelivery after a crash has no effect twice. Acknowledgement (ack, nak,
 //! term) happens in one place, `settle`, after the transaction's outcome is known.
+//!
+//! Nothing loops forever on one item: a batch that fails for a reason retrying does not cure is
+//! applied again event by event, each in a savepoint, and an event that still fails is parked
+//! (`parked.rs`) with the later events of the streams it touches; the checkpoint moves past them.
 
 use std::future::Future;
 use std::time::Duration;
@@ -17,8 +21,10 @@ use futures::StreamExt;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use super::parked::{self, Admission, Parking};
 use super::{ensure_stream, BusConfig};
 use crate::codec::SequencedEvent;
+use crate::domain::StreamName;
 
 /// Applies events to a read model. Pure decisions live in the projection's own code; this is the
 /// seam where its row changes are written, inside the consumer's transaction.
@@ -29,6 +35,24 @@ pub trait Projection: Send {
         tx: &'a mut PgConnection,
         events: &'a [SequencedEvent],
     ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a;
+
+    /// The streams whose rows applying `event` changes in order: when the event is parked, the
+    /// later events of all of them are held back with it. Its own stream unless a projection
+    /// knows better.
+    fn streams_touched(&self, event: &SequencedEvent) -> Vec<StreamName> {
+        vec![event.stored.stream.clone()]
+    }
+
+    /// Called before `streams_touched` is asked about `events` (parking, retries): a projection
+    /// whose answer needs facts from the database (which partition key an event belongs to)
+    /// looks them up here, so that `streams_touched` can stay a plain function.
+    fn prepare<'a>(
+        &'a mut self,
+        _conn: &'a mut PgConnection,
+        _events: &'a [SequencedEvent],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send + 'a {
+        async { Ok(()) }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -41,6 +65,14 @@ pub struct ConsumerConfig {
     pub batch_max: usize,
     /// How long a fetch waits for the first message.
     pub fetch_wait: Duration,
+    /// When set, every committed batch also records its positions and this instance's name in
+    /// `consumer_batches` (an audit that positions were applied once, in order, across owners).
+    pub audit_instance: Option<String>,
+    /// Commit batches without waiting for the WAL flush (`synchronous_commit = off`). Only for
+    /// consumers whose every effect can be applied again: the changes and the checkpoint are
+    /// in one transaction, so a Postgres crash loses both together and the consumer re-applies
+    /// from the older checkpoint. Never for anything that acts outside the database.
+    pub asynchronous_commit: bool,
 }
 
 impl ConsumerConfig {
@@ -51,15 +83,31 @@ impl ConsumerConfig {
             filter_subject: None,
             batch_max: 1_000,
             fetch_wait: Duration::from_millis(500),
+            audit_instance: None,
+            asynchronous_commit: false,
         }
     }
+}
+
+/// What one applied batch left behind.
+struct Batch {
+    checkpoint: u64,
+    /// Events of the batch parked instead of applied.
+    parked: usize,
+    /// The consumer's parked events after the batch.
+    parked_now: u64,
 }
 
 /// What one step did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConsumerStep {
-    /// Applied events and advanced the checkpoint to `checkpoint`.
-    Applied { events: usize, checkpoint: u64 },
+    /// Applied events (`parked` of them parked instead) and advanced the checkpoint to
+    /// `checkpoint`.
+    Applied {
+        events: usize,
+        parked: usize,
+        checkpoint: u64,
+    },
     /// Only redeliveries at or below the checkpoint: acknowledged, nothing applied.
     Skipped { messages: usize },
     /// Nothing arrived within the fetch wait.
@@ -86,6 +134,13 @@ pub struct Consumer<P> {
     /// A rewind is owed: the durable consumer's cursor may be past unapplied messages, so it
     /// must be deleted (and recreated at checkpoint + 1) before anything else is fetched.
     must_rewind: bool,
+    /// The checkpoint at which a batch last failed for a reason that was not transient: the
+    /// next attempt from there goes event by event and parks what still fails.
+    suspect: Option<u64>,
+    /// No stream of this consumer was parked at its last batch, which parked nothing: only its
+    /// own batches park streams (a retry only un-parks), so the next batch need not look. Reset
+    /// by any failure and at start.
+    known_clean: bool,
 }
 
 impl<P> std::fmt::Debug for Consumer<P> {
@@ -156,6 +211,53 @@ pub async fn load_checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Err
     Ok(position as u64)
 }
 
+/// Events a consumer may trail the stream by before its process reports not ready.
+pub const LAG_READY_MAX: u64 = 10_000;
+
+/// Readiness of every consumer a process runs, two checks each: `lag:<name>` (the stream's last
+/// sequence minus the checkpoint, failing past `LAG_READY_MAX`) and `parked:<name>` (failing
+/// while any event is parked, naming the first). Also refreshes the lag and parked-events
+/// gauges, as another process (a partition's owner, a retry) changes them.
+pub async fn readiness_checks(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    bus: &BusConfig,
+    consumers: &[&str],
+) -> Vec<crate::service::Check> {
+    use crate::service::check_name;
+    let last = super::stream_last_sequence(js, bus).await;
+    let mut checks = Vec::with_capacity(consumers.len() * 2);
+    for consumer in consumers {
+        let checkpoint = load_checkpoint(pool, consumer).await;
+        if let (Ok(last), Ok(checkpoint)) = (&last, &checkpoint) {
+            metrics::gauge!("settle_consumer_lag", "consumer" => (*consumer).to_owned())
+                .set(last.saturating_sub(*checkpoint) as f64);
+        }
+        let lag = match (&last, checkpoint) {
+            (Ok(last), Ok(checkpoint)) if *last <= checkpoint + LAG_READY_MAX => Ok(()),
+            (Ok(last), Ok(checkpoint)) => Err(format!("{} events behind", last - checkpoint)),
+            (Err(e), _) => Err(e.to_string()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        checks.push((check_name(format!("lag:{consumer}")), lag));
+        let parked = match parked::summary(pool, consumer).await {
+            Ok(summary) => {
+                parked::set_gauge(consumer, summary.count);
+                match summary.first {
+                    None => Ok(()),
+                    Some((position, stream)) => Err(format!(
+                        "{} parked event(s), first at position {position} on stream {stream}",
+                        summary.count
+                    )),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        checks.push((check_name(format!("parked:{consumer}")), parked));
+    }
+    checks
+}
+
 impl<P: Projection> Consumer<P> {
     pub async fn new(
         pool: PgPool,
@@ -164,6 +266,11 @@ impl<P: Projection> Consumer<P> {
         projection: P,
     ) -> anyhow::Result<Self> {
         let checkpoint = load_checkpoint(&pool, &config.name).await?;
+        // Both series exist from the start, so dashboards and alerts see zeroes, not gaps.
+        let parked_now = parked::summary(&pool, &config.name).await?.count;
+        parked::set_gauge(&config.name, parked_now);
+        metrics::counter!("settle_consumer_parked_total", "consumer" => config.name.clone())
+            .increment(0);
         Ok(Self {
             pool,
             js,
@@ -172,6 +279,8 @@ impl<P: Projection> Consumer<P> {
             checkpoint,
             pull: None,
             must_rewind: false,
+            suspect: None,
+            known_clean: false,
         })
     }
 
@@ -250,25 +359,68 @@ impl<P: Projection> Consumer<P> {
                 messages: messages.len(),
             });
         }
-        match self.apply(&fresh).await {
-            Ok(checkpoint) => {
+        match self.apply_fresh(&fresh).await {
+            Ok(step) => {
                 self.settle(&messages, Verdict::Ack).await;
+                Ok(step)
+            }
+            Err(e) => {
+                self.settle(&messages, Verdict::Rewind).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies what is new in `events` (ascending positions, as read from the stream by someone
+    /// else — a partitioned group's shared reader): the same transaction, parking and checkpoint
+    /// as `step`, without fetching or acknowledging. On an error the checkpoint is read again,
+    /// so the caller re-delivers from `checkpoint() + 1`.
+    pub async fn apply_batch(&mut self, events: &[SequencedEvent]) -> anyhow::Result<ConsumerStep> {
+        let start = events.partition_point(|e| e.position <= self.checkpoint);
+        let fresh = &events[start..];
+        if fresh.is_empty() {
+            return Ok(ConsumerStep::Skipped {
+                messages: events.len(),
+            });
+        }
+        self.apply_fresh(fresh).await
+    }
+
+    /// Applies `fresh` (all above the checkpoint) and records the outcome: the new checkpoint
+    /// and metrics, or, on failure, whether to narrow the next attempt, and the checkpoint read
+    /// again from Postgres (the truth).
+    async fn apply_fresh(&mut self, fresh: &[SequencedEvent]) -> anyhow::Result<ConsumerStep> {
+        match self.apply(fresh).await {
+            Ok(Batch {
+                checkpoint,
+                parked,
+                parked_now,
+            }) => {
                 self.checkpoint = checkpoint;
+                self.suspect = None;
                 let consumer = self.config.name.clone();
                 metrics::counter!("settle_consumer_applied_total", "consumer" => consumer.clone())
-                    .increment(fresh.len() as u64);
+                    .increment((fresh.len() - parked) as u64);
+                metrics::counter!("settle_consumer_parked_total", "consumer" => consumer.clone())
+                    .increment(parked as u64);
+                parked::set_gauge(&consumer, parked_now);
                 metrics::gauge!("settle_consumer_checkpoint", "consumer" => consumer)
                     .set(checkpoint as f64);
                 Ok(ConsumerStep::Applied {
                     events: fresh.len(),
+                    parked,
                     checkpoint,
                 })
             }
             Err(e) => {
+                if !parked::is_transient(&e) {
+                    // Retrying the batch whole would fail the same way: narrow it next time.
+                    self.suspect = Some(self.checkpoint);
+                }
+                self.known_clean = false;
                 self.checkpoint = load_checkpoint(&self.pool, &self.config.name)
                     .await
                     .unwrap_or(self.checkpoint);
-                self.settle(&messages, Verdict::Rewind).await;
                 Err(e)
             }
         }
@@ -290,8 +442,9 @@ impl<P: Projection> Consumer<P> {
         Ok(messages)
     }
 
-    /// One transaction: the projection's changes and the checkpoint, or neither.
-    async fn apply(&mut self, fresh: &[SequencedEvent]) -> anyhow::Result<u64> {
+    /// One transaction, under the consumer's batch lock (which a retry of parked events takes
+    /// too): the projection's changes, the parked events and the checkpoint, or none of them.
+    async fn apply(&mut self, fresh: &[SequencedEvent]) -> anyhow::Result<Batch> {
         if self.config.filter_subject.is_none() {
             // Unfiltered, positions must be dense: a hole would be a lost event.
             let expected = self.checkpoint + 1..;
@@ -309,8 +462,54 @@ impl<P: Projection> Consumer<P> {
             );
         }
         let last = fresh.last().map_or(self.checkpoint, |e| e.position);
-        let mut tx = self.pool.begin().await?;
-        self.projection.apply(&mut tx, fresh).await?;
+        // The batch lock (and the commit mode) with the BEGIN, in one round trip.
+        let key = parked::batch_lock_key(&self.config.name);
+        let commit_mode = if self.config.asynchronous_commit {
+            " SET LOCAL synchronous_commit = off;"
+        } else {
+            ""
+        };
+        let mut tx = self
+            .pool
+            .begin_with(format!(
+                "BEGIN;{commit_mode} SELECT pg_advisory_xact_lock({key})"
+            ))
+            .await?;
+        let mut parked_streams = if self.known_clean {
+            parked::ParkedStreams::default()
+        } else {
+            parked::load_parked_streams(&mut tx, &self.config.name).await?
+        };
+        self.known_clean = false;
+        let narrow = self.suspect == Some(self.checkpoint);
+        let (parkings, parked_now) = if parked_streams.is_empty() && !narrow {
+            // The common case: nothing parked, nothing suspect; the batch in one call.
+            self.projection.apply(&mut tx, fresh).await?;
+            (Vec::new(), 0)
+        } else {
+            self.projection.prepare(&mut tx, fresh).await?;
+            let before = parked_streams.clone();
+            let parkings = if narrow {
+                self.apply_narrowly(&mut tx, fresh, &mut parked_streams)
+                    .await?
+            } else {
+                self.apply_around_parked(&mut tx, fresh, &mut parked_streams)
+                    .await?
+            };
+            let fresh_streams: Vec<(String, u64)> = parked_streams
+                .streams()
+                .filter(|(s, _)| !before.contains(s))
+                .map(|(s, p)| (s.to_owned(), p))
+                .collect();
+            parked::record(&mut tx, &self.config.name, &parkings, &fresh_streams).await?;
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM consumer_parked_events WHERE consumer = $1",
+            )
+            .bind(&self.config.name)
+            .fetch_one(&mut *tx)
+            .await?;
+            (parkings, count as u64)
+        };
         let moved = sqlx::query(
             "UPDATE consumer_checkpoints SET position = $3, updated_at = now() WHERE consumer = $1 AND position = $2",
         )
@@ -325,8 +524,82 @@ impl<P: Projection> Consumer<P> {
                 self.config.name
             );
         }
+        if let Some(instance) = &self.config.audit_instance {
+            sqlx::query(
+                "INSERT INTO consumer_batches (consumer, first_position, last_position, instance)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&self.config.name)
+            .bind((self.checkpoint + 1) as i64)
+            .bind(last as i64)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(last)
+        self.known_clean = parkings.is_empty() && parked_now == 0;
+        for p in parkings.iter().filter(|p| p.reason == "failed") {
+            tracing::error!(consumer = %self.config.name, position = p.position, stream = %p.stream,
+                event_type = %p.event_type, error = %p.error, "event parked: its projection cannot apply it");
+        }
+        Ok(Batch {
+            checkpoint: last,
+            parked: parkings.len(),
+            parked_now,
+        })
+    }
+
+    /// Some streams are parked: their events in `fresh` are held (parked unapplied), the rest
+    /// applied in one call.
+    async fn apply_around_parked(
+        &mut self,
+        tx: &mut PgConnection,
+        fresh: &[SequencedEvent],
+        parked_streams: &mut parked::ParkedStreams,
+    ) -> anyhow::Result<Vec<Parking>> {
+        let batch: Vec<(u64, Vec<String>)> = fresh
+            .iter()
+            .map(|e| (e.position, parked::touched(&self.projection, e)))
+            .collect();
+        let decided = parked::hold_back(&batch, parked_streams);
+        let mut apply = Vec::with_capacity(fresh.len());
+        let mut parkings = Vec::new();
+        for (event, (_, admission)) in fresh.iter().zip(&decided) {
+            match admission {
+                Admission::Apply => apply.push(event.clone()),
+                Admission::Hold { stream, first } => {
+                    parkings.push(Parking::held(event, stream, *first))
+                }
+            }
+        }
+        if !apply.is_empty() {
+            self.projection.apply(&mut *tx, &apply).await?;
+        }
+        Ok(parkings)
+    }
+
+    /// The batch failed before for a reason that was not transient: each event in a savepoint;
+    /// one that fails is rolled back and parked with its streams, one of a parked stream held.
+    async fn apply_narrowly(
+        &mut self,
+        tx: &mut PgConnection,
+        fresh: &[SequencedEvent],
+        parked_streams: &mut parked::ParkedStreams,
+    ) -> anyhow::Result<Vec<Parking>> {
+        let mut parkings = Vec::new();
+        for event in fresh {
+            let touched = parked::touched(&self.projection, event);
+            if let Admission::Hold { stream, first } = parked_streams.admit(&touched) {
+                parkings.push(Parking::held(event, &stream, first));
+                parked_streams.park(&touched, event.position);
+                continue;
+            }
+            if let Err(error) = parked::apply_one(tx, &mut self.projection, event).await? {
+                parkings.push(Parking::failed(event, error));
+                parked_streams.park(&touched, event.position);
+            }
+        }
+        Ok(parkings)
     }
 
     /// The one place messages are answered.

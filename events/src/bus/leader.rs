@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use super::relay::RelayHealth;
 use super::relay::{Relay, RelayError, RelayObserver};
 use super::{stream_last_sequence, BusConfig};
 use crate::codec::SequencedEvent;
@@ -34,6 +35,11 @@ pub struct LeaderConfig {
     pub stream_check: Duration,
     pub batch_max: u32,
     pub observer: Option<RelayObserver>,
+    /// The relay's health (stalls, payload limit), for the process's readiness.
+    pub health: RelayHealth,
+    /// Where to read the server's `max_payload` at relay start; without it the relay learns of
+    /// an oversized event only from the server.
+    pub nats_url: Option<String>,
 }
 
 impl std::fmt::Debug for LeaderConfig {
@@ -56,6 +62,8 @@ impl LeaderConfig {
             stream_check: Duration::from_secs(1),
             batch_max: crate::store::sequencer::SEQUENCE_BATCH_MAX,
             observer: None,
+            health: RelayHealth::default(),
+            nats_url: None,
         }
     }
 }
@@ -189,9 +197,15 @@ async fn relay_loop(
     progress: watch::Sender<LeaderProgress>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut relay =
-        Relay::new(js.clone(), config.bus.clone()).with_observer(config.observer.clone());
-    reconcile_until_done(&mut relay, &store, &progress, &stop).await?;
+    let max_payload = match &config.nats_url {
+        Some(url) => server_max_payload(url, &config.health).await,
+        None => None,
+    };
+    let mut relay = Relay::new(js.clone(), config.bus.clone())
+        .with_observer(config.observer.clone())
+        .with_max_payload(max_payload);
+    let health = &config.health;
+    reconcile_until_done(&mut relay, &store, &progress, &config, &stop).await?;
     let mut check = tokio::time::interval(config.stream_check);
     loop {
         tokio::select! {
@@ -199,14 +213,15 @@ async fn relay_loop(
                 let Some(batch) = batch else { return Ok(()) };
                 if let Err(e) = relay.publish(&batch).await {
                     tracing::warn!(error = %e, "publish to JetStream failed; reconciling");
-                    reconcile_until_done(&mut relay, &store, &progress, &stop).await?;
+                    health.failed(relay.published() + 1, &e.into());
+                    reconcile_until_done(&mut relay, &store, &progress, &config, &stop).await?;
                 }
                 progress.send_modify(|p| p.published = relay.published());
             }
             _ = check.tick() => {
                 match stream_last_sequence(&js, &config.bus).await {
                     Ok(last) if last < relay.published() => {
-                        reconcile_until_done(&mut relay, &store, &progress, &stop).await?;
+                        reconcile_until_done(&mut relay, &store, &progress, &config, &stop).await?;
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot read JetStream stream state"),
@@ -221,23 +236,42 @@ async fn reconcile_until_done(
     relay: &mut Relay,
     store: &EventStore,
     progress: &watch::Sender<LeaderProgress>,
+    config: &LeaderConfig,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let health = &config.health;
     let mut backoff = Duration::from_millis(50);
     loop {
         match relay.reconcile(store).await {
             Ok(()) => {
                 progress.send_modify(|p| p.published = relay.published());
+                health.flowing();
                 return Ok(());
             }
             Err(e) => {
+                // Whatever was published before the failure counts.
+                progress.send_modify(|p| p.published = relay.published());
+                health.failed(relay.published() + 1, &e);
                 if matches!(
                     e.downcast_ref::<RelayError>(),
                     Some(RelayError::ForeignStream { .. })
                 ) {
                     return Err(e);
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reconcile JetStream");
+                tracing::warn!(error = %format!("{e:#}"), position = relay.published() + 1,
+                    retry_in_ms = backoff.as_millis() as u64, "cannot reconcile JetStream");
+                let too_large = e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<RelayError>(),
+                        Some(RelayError::TooLarge { .. })
+                    )
+                });
+                if let (true, Some(url)) = (too_large, &config.nats_url) {
+                    // The operator may have raised the server's limit: look again.
+                    if let Some(max_payload) = server_max_payload(url, health).await {
+                        relay.set_max_payload(Some(max_payload));
+                    }
+                }
             }
         }
         tokio::select! {
@@ -245,5 +279,57 @@ async fn reconcile_until_done(
             () = stop.cancelled() => return Ok(()),
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Reads the server's `max_payload` (a connection of its own: the jetstream context does not
+/// expose its client's server info) and flags readiness when it is below the largest event the
+/// store accepts, since such an event could never be published.
+async fn server_max_payload(nats_url: &str, health: &RelayHealth) -> Option<usize> {
+    let connect = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(super::server_urls(nats_url));
+    let client = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the NATS server's max_payload");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!("cannot read the NATS server's max_payload: connect timed out");
+            return None;
+        }
+    };
+    let max_payload = client.server_info().max_payload;
+    drop(client);
+    let needed = crate::domain::limits::MAX_EVENT_BYTES + super::relay::HEADER_ALLOWANCE;
+    health.set_payload_limit(payload_limit_problem(max_payload, needed));
+    if max_payload < needed {
+        tracing::error!(
+            max_payload,
+            needed,
+            "the NATS server's max_payload is smaller than the largest event the store accepts"
+        );
+    } else {
+        tracing::info!(max_payload, "NATS server max_payload");
+    }
+    (max_payload > 0).then_some(max_payload)
+}
+
+/// Why a server's `max_payload` cannot carry every event, if it cannot. Pure.
+fn payload_limit_problem(max_payload: usize, needed: usize) -> Option<String> {
+    (max_payload < needed).then(|| {
+        format!(
+            "NATS max_payload is {max_payload} bytes; an event the store accepts may need {needed}"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_max_payload_below_the_event_cap_is_flagged() {
+        assert!(super::payload_limit_problem(1024 * 1024, 4 * 1024 * 1024 + 256).is_some());
+        assert!(super::payload_limit_problem(8 * 1024 * 1024, 4 * 1024 * 1024 + 256).is_none());
     }
 }

@@ -4,8 +4,13 @@
 //! is refused by the server instead of silently shifting positions. After any failure — NATS
 //! restarted, its data lost, a publish timed out — it reconciles from the stream's tail: the
 //! Postgres log is the truth, NATS only has to be refillable.
+//!
+//! It never loops silently: an event the server will not take (larger than its `max_payload`)
+//! cannot be skipped — stream sequence must equal position — so the relay keeps retrying, but
+//! `RelayHealth` turns the command-api's `/readyz` red naming the position and the error, and
+//! `settle_relay_stalled` / `settle_relay_publish_failures_total` show it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -37,6 +42,94 @@ pub enum RelayError {
     },
     #[error("publish failed: {0}")]
     Publish(#[from] async_nats::jetstream::context::PublishError),
+    /// The event does not fit in one message of the server: it would close the connection.
+    #[error("event at position {position} is {bytes} bytes on the wire; the NATS server's max_payload is {max_payload}")]
+    TooLarge {
+        position: u64,
+        bytes: usize,
+        max_payload: usize,
+    },
+}
+
+/// Room kept in a message for the headers the relay adds (message id, expected sequence).
+pub const HEADER_ALLOWANCE: usize = 256;
+
+/// Why the relay is not getting events onto the bus, as the command-api's `/readyz` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayStall {
+    /// The first position not yet published.
+    pub position: u64,
+    pub error: String,
+    /// Failed attempts in a row at this position.
+    pub attempts: u64,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    stall: Option<RelayStall>,
+    /// Set when the server's `max_payload` is below what the store lets an event be.
+    payload_limit: Option<String>,
+}
+
+/// The relay's own health, shared with the process's readiness (cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct RelayHealth(Arc<Mutex<HealthState>>);
+
+impl RelayHealth {
+    fn state(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A publish or refill failed with `position` the first unpublished one.
+    pub fn failed(&self, position: u64, error: &anyhow::Error) {
+        metrics::counter!("settle_relay_publish_failures_total").increment(1);
+        metrics::gauge!("settle_relay_stalled").set(1.0);
+        let mut state = self.state();
+        let attempts = match &state.stall {
+            Some(s) if s.position == position => s.attempts + 1,
+            _ => 1,
+        };
+        state.stall = Some(RelayStall {
+            position,
+            error: format!("{error:#}"),
+            attempts,
+        });
+    }
+
+    /// The relay is caught up with what it was given.
+    pub fn flowing(&self) {
+        let mut state = self.state();
+        if state.stall.take().is_some() {
+            tracing::info!("relay publishing again");
+        }
+        metrics::gauge!("settle_relay_stalled").set(0.0);
+    }
+
+    pub fn stall(&self) -> Option<RelayStall> {
+        self.state().stall.clone()
+    }
+
+    pub fn set_payload_limit(&self, problem: Option<String>) {
+        self.state().payload_limit = problem;
+    }
+
+    /// Readiness: `relay-stalled` names the position and the error; `nats-max-payload` fails
+    /// when the server cannot carry an event the store accepts.
+    pub fn checks(&self) -> Vec<crate::service::Check> {
+        let state = self.state();
+        let stalled = match &state.stall {
+            None => Ok(()),
+            Some(s) => Err(format!(
+                "cannot publish position {} ({} attempt(s)): {}",
+                s.position, s.attempts, s.error
+            )),
+        };
+        let payload = match &state.payload_limit {
+            None => Ok(()),
+            Some(problem) => Err(problem.clone()),
+        };
+        vec![("relay-stalled", stalled), ("nats-max-payload", payload)]
+    }
 }
 
 pub struct Relay {
@@ -44,6 +137,9 @@ pub struct Relay {
     config: BusConfig,
     published: u64,
     observer: Option<RelayObserver>,
+    /// The server's `max_payload`, when known: a larger message is refused here, by name,
+    /// instead of being sent and costing the connection.
+    max_payload: Option<usize>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -62,7 +158,17 @@ impl Relay {
             config,
             published: 0,
             observer: None,
+            max_payload: None,
         }
+    }
+
+    pub fn with_max_payload(mut self, max_payload: Option<usize>) -> Self {
+        self.max_payload = max_payload;
+        self
+    }
+
+    pub fn set_max_payload(&mut self, max_payload: Option<usize>) {
+        self.max_payload = max_payload;
     }
 
     pub fn with_observer(mut self, observer: Option<RelayObserver>) -> Self {
@@ -119,9 +225,22 @@ impl Relay {
             });
         }
         let mut acks = Vec::with_capacity(fresh.len());
+        let mut too_large = None;
         for event in &fresh {
+            let wire = event.to_wire();
+            if let Some(max_payload) = self.max_payload {
+                if wire.len() + HEADER_ALLOWANCE > max_payload {
+                    // Publish what precedes it, then report it.
+                    too_large = Some(RelayError::TooLarge {
+                        position: event.position,
+                        bytes: wire.len() + HEADER_ALLOWANCE,
+                        max_payload,
+                    });
+                    break;
+                }
+            }
             let publish = Publish::build()
-                .payload(event.to_wire().into())
+                .payload(wire.into())
                 .message_id(event.stored.event_id.to_string())
                 .expected_last_sequence(event.position - 1);
             let ack = self
@@ -139,9 +258,12 @@ impl Relay {
                 });
             }
             self.published = position;
+            metrics::counter!("settle_events_published_total").increment(1);
         }
-        metrics::counter!("settle_events_published_total").increment(fresh.len() as u64);
         metrics::gauge!("settle_relay_position").set(self.published as f64);
+        if let Some(error) = too_large {
+            return Err(error);
+        }
         if let Some(observer) = &self.observer {
             observer(batch, Instant::now());
         }

@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub mod envelope;
+pub mod legacy;
 pub mod metadata;
 pub mod upcast;
 

@@ -1,7 +1,11 @@
 //! Upcasters: pure functions that lift a stored payload of an old schema version to the next
 //! version, so that only the current layout of each type is decoded into domain values.
 
+use super::legacy;
 use super::DecodeError;
+use crate::domain::connection::{
+    AllocationCleared, AllocationReleased, ConnectionCreated, ConnectionUpdated,
+};
 
 /// One step: a payload of `(type_id, from_version)` becomes one of `from_version + 1`.
 #[derive(Clone, Copy, Debug)]
@@ -12,7 +16,45 @@ pub struct Upcaster {
 }
 
 /// The product's upcasters. Every schema change of a published event adds one here.
-pub const UPCASTERS: &[Upcaster] = &[];
+///
+/// v1 → v2 of the connection and allocation events: the signed request (`payload`,
+/// `signature`, key id) is kept from v2 on; a v1 event lifts with it absent (`None`).
+pub const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        type_id: 12,
+        from_version: 1,
+        up: lift::<legacy::ConnectionCreatedV1, ConnectionCreated>,
+    },
+    Upcaster {
+        type_id: 13,
+        from_version: 1,
+        up: lift::<legacy::ConnectionUpdatedV1, ConnectionUpdated>,
+    },
+    Upcaster {
+        type_id: 14,
+        from_version: 1,
+        up: lift::<legacy::AllocationClearedV1, AllocationCleared>,
+    },
+    Upcaster {
+        type_id: 15,
+        from_version: 1,
+        up: lift::<legacy::AllocationReleasedV1, AllocationReleased>,
+    },
+];
+
+/// One pure step: decode the old layout, convert, encode the next one.
+fn lift<Old, New>(bytes: &[u8]) -> Result<Vec<u8>, DecodeError>
+where
+    Old: serde::de::DeserializeOwned + Into<New>,
+    New: serde::Serialize,
+{
+    let malformed = |e: postcard::Error| DecodeError::Malformed {
+        what: "payload",
+        reason: e.to_string(),
+    };
+    let old: Old = postcard::from_bytes(bytes).map_err(malformed)?;
+    postcard::to_stdvec(&old.into()).map_err(malformed)
+}
 
 /// Applies `upcasters` until `bytes` is at `current` version. A version newer than `current`,
 /// or an old version with no path up, is an error.

@@ -23,6 +23,8 @@ pub enum Scope<'a> {
 pub enum AccessRejection {
     #[error("missing or unknown access token")]
     Unauthenticated,
+    #[error("the user is disabled")]
+    UserDisabled,
     #[error("the user is not a member of this enterprise")]
     NotMember,
     #[error("the enterprise has no OES licence")]
@@ -36,6 +38,8 @@ pub enum AccessRejection {
 }
 
 /// Checks a caller presenting a token whose SHA-256 is `token_hash` against `enterprise_id`.
+/// Only the user's current token is accepted (a rotated-out one is unknown), and a disabled
+/// user is refused whatever else holds.
 pub fn authorize(
     user: &User,
     token_hash: &[u8; 32],
@@ -47,6 +51,9 @@ pub fn authorize(
         .record()
         .filter(|u| &u.token_hash == token_hash)
         .ok_or(AccessRejection::Unauthenticated)?;
+    if user.disabled {
+        return Err(AccessRejection::UserDisabled);
+    }
     if !user.enterprise_ids.contains(&enterprise_id) {
         return Err(AccessRejection::NotMember);
     }
@@ -73,7 +80,7 @@ mod tests {
     use crate::domain::event::{DomainEvent, Timestamp};
     use crate::domain::money::AmountFormat;
     use crate::domain::partner::{PartnerRegistered, PartnerUpdated};
-    use crate::domain::user::UserCreated;
+    use crate::domain::user::{UserCreated, UserDisabled, UserEnabled, UserTokenRotated};
 
     const E: Uuid = Uuid::from_u128(1);
     const OTHER: Uuid = Uuid::from_u128(2);
@@ -181,6 +188,45 @@ mod tests {
         );
         assert_eq!(
             authorize(&u, &HASH, E, &lic, Scope::Client(&client())),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_disabled_user_and_a_rotated_out_token_are_refused() {
+        use AccessRejection::Unauthenticated;
+        let lic = enterprise(true);
+        let user_id = Uuid::from_u128(9);
+        let disabled = user().evolve(&UserDisabled { user_id, at: T }.into());
+        assert_eq!(
+            authorize(&disabled, &HASH, E, &lic, Scope::Enterprise),
+            Err(AccessRejection::UserDisabled)
+        );
+        assert_eq!(
+            authorize(&disabled, &[0; 32], E, &lic, Scope::Enterprise),
+            Err(Unauthenticated),
+            "an unknown token is unknown first"
+        );
+        let enabled = disabled.evolve(&UserEnabled { user_id, at: T }.into());
+        assert_eq!(
+            authorize(&enabled, &HASH, E, &lic, Scope::Enterprise),
+            Ok(())
+        );
+        let fresh = [8; 32];
+        let rotated = enabled.evolve(
+            &UserTokenRotated {
+                user_id,
+                token_hash: fresh,
+                at: T,
+            }
+            .into(),
+        );
+        assert_eq!(
+            authorize(&rotated, &HASH, E, &lic, Scope::Enterprise),
+            Err(Unauthenticated)
+        );
+        assert_eq!(
+            authorize(&rotated, &fresh, E, &lic, Scope::Enterprise),
             Ok(())
         );
     }

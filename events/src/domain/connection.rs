@@ -12,11 +12,12 @@ use super::custody::{Custody, CustodyAllocated, CustodyDeallocated};
 use super::event::{DomainEvent, Timestamp};
 use super::money::{AmountFormat, Balance, CurrencyCode};
 use super::partner::Partner;
+use super::signed::Signed;
 
-/// Longest connection name, in bytes.
-pub const CONNECTION_NAME_LEN_MAX: usize = 200;
-/// Longest client external id or note, in bytes.
-pub const ALLOCATION_TEXT_LEN_MAX: usize = 500;
+use super::limits::{
+    self, LimitError, Lines, MAX_CONNECTION_KEY_BYTES, MAX_EXTERNAL_ID_BYTES, MAX_NAME_BYTES,
+    MAX_NOTES_BYTES,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionCreated {
@@ -35,6 +36,8 @@ pub struct ConnectionCreated {
     /// The request's signature, kept as the connection's proof.
     pub proof: String,
     pub at: Timestamp,
+    /// The signed request (v2; `None` in events recorded before v2, which kept only `proof`).
+    pub signed: Option<Signed>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,8 @@ pub struct ConnectionUpdated {
     pub name: Option<String>,
     pub active: Option<bool>,
     pub at: Timestamp,
+    /// The signed request (v2; `None` in events recorded before v2).
+    pub signed: Option<Signed>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,6 +90,9 @@ pub struct AllocationRecord {
     /// `None` when cleared; the reason when released.
     pub released: Option<ReleaseReason>,
     pub at: Timestamp,
+    /// The client's signed request (v2 of the allocation events; `None` in events recorded
+    /// before v2).
+    pub signed: Option<Signed>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,18 +142,10 @@ pub enum ConnectionRejection {
     PartnerInactive,
     #[error("the enterprise has no client record")]
     NoClient,
-    #[error("the name is empty")]
-    NameEmpty,
-    #[error("the name is longer than {CONNECTION_NAME_LEN_MAX} bytes")]
-    NameTooLong,
-    #[error("the connection key is empty")]
-    ConnectionKeyEmpty,
     #[error("an allocation quantity must be positive")]
     NotPositive,
-    #[error("the client external id is empty or longer than {ALLOCATION_TEXT_LEN_MAX} bytes")]
-    BadExternalId,
-    #[error("notes are empty or longer than {ALLOCATION_TEXT_LEN_MAX} bytes")]
-    BadNotes,
+    #[error(transparent)]
+    Input(#[from] LimitError),
     #[error("client external id {0} was used for a different allocation")]
     ExternalIdReused(String),
     #[error("the resulting balance would overflow")]
@@ -160,6 +160,7 @@ pub struct Connect {
     pub connection_key: String,
     pub nonce: String,
     pub proof: String,
+    pub signed: Option<Signed>,
 }
 
 /// An allocation or deallocation, as asked for by a client.
@@ -172,6 +173,16 @@ pub struct Allocate {
     pub client_external_id: String,
     pub initiated_by: Uuid,
     pub notes: Option<String>,
+    pub signed: Option<Signed>,
+}
+
+/// A rename or (de)activation, as asked for by a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateConnection {
+    pub client_enterprise_id: Uuid,
+    pub name: Option<String>,
+    pub active: Option<bool>,
+    pub signed: Option<Signed>,
 }
 
 /// The events of an allocation, per stream, and the record it produced.
@@ -182,19 +193,11 @@ pub struct AllocationDecision {
     pub record: AllocationRecord,
 }
 
-fn check_name(name: &str) -> Result<String, ConnectionRejection> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(ConnectionRejection::NameEmpty);
-    }
-    if name.len() > CONNECTION_NAME_LEN_MAX {
-        return Err(ConnectionRejection::NameTooLong);
-    }
-    Ok(name.to_owned())
-}
-
-fn check_text(text: &str) -> bool {
-    !text.trim().is_empty() && text.len() <= ALLOCATION_TEXT_LEN_MAX
+/// The name as given is checked (a control character anywhere is refused, even one `trim`
+/// would drop), then kept without surrounding white space.
+fn check_name(name: &str) -> Result<String, LimitError> {
+    limits::text("name", name, MAX_NAME_BYTES, Lines::One)?;
+    Ok(name.trim().to_owned())
 }
 
 /// The network account of a connection.
@@ -315,9 +318,12 @@ impl Connection {
             return Err(ConnectionRejection::PartnerInactive);
         }
         let name = check_name(&command.name)?;
-        if command.connection_key.trim().is_empty() {
-            return Err(ConnectionRejection::ConnectionKeyEmpty);
-        }
+        limits::text(
+            "connectionKey",
+            &command.connection_key,
+            MAX_CONNECTION_KEY_BYTES,
+            Lines::One,
+        )?;
         Ok(vec![ConnectionCreated {
             connection_id: command.connection_id,
             name,
@@ -331,6 +337,7 @@ impl Connection {
             nonce: command.nonce,
             proof: command.proof,
             at: now,
+            signed: command.signed,
         }
         .into()])
     }
@@ -338,19 +345,18 @@ impl Connection {
     /// A client renames or (de)activates its connection.
     pub fn decide_update(
         &self,
-        client_enterprise_id: Uuid,
-        name: Option<String>,
-        active: Option<bool>,
+        command: UpdateConnection,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, ConnectionRejection> {
         let record = self
-            .owned_by_client(client_enterprise_id)
+            .owned_by_client(command.client_enterprise_id)
             .ok_or(ConnectionRejection::NotFound)?;
-        let name = name
+        let name = command
+            .name
             .map(|n| check_name(&n))
             .transpose()?
             .filter(|n| *n != record.name);
-        let active = active.filter(|a| *a != record.active);
+        let active = command.active.filter(|a| *a != record.active);
         if name.is_none() && active.is_none() {
             return Ok(vec![]);
         }
@@ -359,6 +365,7 @@ impl Connection {
             name,
             active,
             at: now,
+            signed: command.signed,
         }
         .into()])
     }
@@ -378,12 +385,18 @@ impl Connection {
         if command.quantity <= 0 {
             return Err(ConnectionRejection::NotPositive);
         }
-        if !check_text(&command.client_external_id) {
-            return Err(ConnectionRejection::BadExternalId);
-        }
-        if command.notes.as_deref().is_some_and(|n| !check_text(n)) {
-            return Err(ConnectionRejection::BadNotes);
-        }
+        limits::text(
+            "clientExternalId",
+            &command.client_external_id,
+            MAX_EXTERNAL_ID_BYTES,
+            Lines::One,
+        )?;
+        limits::optional_text(
+            "notes",
+            command.notes.as_deref(),
+            MAX_NOTES_BYTES,
+            Lines::Many,
+        )?;
         let released = match command.kind {
             AllocationKind::Allocation if !record.active => Some(ReleaseReason::ConnectionInactive),
             AllocationKind::Allocation => custody
@@ -408,6 +421,7 @@ impl Connection {
             notes: command.notes,
             released,
             at: now,
+            signed: command.signed,
         };
         if let Some(existing) = record.allocations.get(&allocation.client_external_id) {
             return Err(ConnectionRejection::ExternalIdReused(
@@ -495,6 +509,7 @@ mod tests {
             nonce: "n".into(),
             proof: "p".into(),
             at: T,
+            signed: None,
         };
         let c = Connection::Absent.evolve(&created.into());
         c.evolve(
@@ -503,6 +518,7 @@ mod tests {
                 name: None,
                 active: Some(active),
                 at: T,
+                signed: None,
             }
             .into(),
         )
@@ -531,6 +547,16 @@ mod tests {
             client_external_id: external.into(),
             initiated_by: Uuid::from_u128(8),
             notes: None,
+            signed: None,
+        }
+    }
+
+    fn update(name: Option<&str>, active: Option<bool>) -> UpdateConnection {
+        UpdateConnection {
+            client_enterprise_id: CLIENT_E,
+            name: name.map(str::to_owned),
+            active,
+            signed: None,
         }
     }
 
@@ -621,7 +647,18 @@ mod tests {
         );
         assert_eq!(
             conn.decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, " "), T),
-            Err(ConnectionRejection::BadExternalId)
+            Err(ConnectionRejection::Input(LimitError::Empty {
+                field: "clientExternalId"
+            }))
+        );
+        let mut nul_notes = allocate(Allocation, 1, "x");
+        nul_notes.notes = Some("a\u{0}b".into());
+        assert_eq!(
+            conn.decide_allocation(CLIENT_E, &cust, nul_notes, T),
+            Err(ConnectionRejection::Input(LimitError::ControlCharacter {
+                field: "notes",
+                code: 0
+            }))
         );
         let inactive = connection(false)
             .decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, "x"), T)
@@ -631,11 +668,11 @@ mod tests {
             Some(ReleaseReason::ConnectionInactive)
         );
         assert_eq!(
-            Connection::Absent.decide_update(CLIENT_E, Some("n".into()), None, T),
+            Connection::Absent.decide_update(update(Some("n"), None), T),
             Err(ConnectionRejection::NotFound)
         );
         assert_eq!(
-            conn.decide_update(CLIENT_E, Some("c".into()), Some(true), T),
+            conn.decide_update(update(Some("c"), Some(true)), T),
             Ok(vec![]),
             "no change, no event"
         );

@@ -1,6 +1,7 @@
 //! The custody account of an enterprise (its "Go account"): deposits in, allocations out to
 //! connections and deallocations back. Balances per currency; never negative.
 
+use super::limits::{self, LimitError, Lines, MAX_EXTERNAL_ID_BYTES};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -60,8 +61,8 @@ pub struct Custody {
 pub enum DepositRejection {
     #[error("a deposit quantity must be positive")]
     NotPositive,
-    #[error("the external id is empty")]
-    ExternalIdEmpty,
+    #[error(transparent)]
+    Input(#[from] LimitError),
     #[error("deposit {0} exists with a different currency or quantity")]
     ExistsWithDifferentAmount(String),
     #[error(transparent)]
@@ -113,9 +114,7 @@ impl Custody {
         quantity: i128,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, DepositRejection> {
-        if external_id.trim().is_empty() {
-            return Err(DepositRejection::ExternalIdEmpty);
-        }
+        limits::text("externalId", external_id, MAX_EXTERNAL_ID_BYTES, Lines::One)?;
         if quantity <= 0 {
             return Err(DepositRejection::NotPositive);
         }

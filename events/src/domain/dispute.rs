@@ -15,10 +15,7 @@ use super::event::{DomainEvent, Timestamp};
 use super::money::CurrencyCode;
 use super::settlement::{Instruction, Settlement, SettlementApi, SettlementRecord, Transfer};
 
-/// Longest dispute reason or closure note, in bytes.
-pub const DISPUTE_TEXT_LEN_MAX: usize = 2_000;
-/// Most currencies in one dispute's expected or adjusted transfers.
-pub const DISPUTE_CURRENCIES_MAX: usize = 100;
+use super::limits::{self, LimitError, Lines, MAX_CURRENCIES_PER_MAP, MAX_NOTES_BYTES};
 
 /// Amounts per currency, `+` toward the client. Kept as a sorted list so the bytes are canonical.
 pub type Amounts = Vec<(CurrencyCode, i128)>;
@@ -33,12 +30,7 @@ pub enum ClosedBy {
 }
 
 /// The signed request that caused a client's dispute event, kept for auditors.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Signed {
-    pub payload: String,
-    pub signature: String,
-    pub key_id: Uuid,
-}
+pub use super::signed::Signed;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisputeRaised {
@@ -183,28 +175,25 @@ pub enum DisputeRejection {
     Retracted,
     #[error("expectedTransfers must name at least one currency")]
     NoAmounts,
-    #[error("at most {DISPUTE_CURRENCIES_MAX} currencies")]
-    TooManyCurrencies,
     #[error("an amount is zero")]
     ZeroAmount,
-    #[error("a text field is empty or longer than {DISPUTE_TEXT_LEN_MAX} bytes")]
-    BadText,
+    #[error(transparent)]
+    Input(#[from] LimitError),
 }
 
-fn check_text(text: Option<&str>) -> Result<(), DisputeRejection> {
-    match text {
-        Some(t) if t.is_empty() || t.len() > DISPUTE_TEXT_LEN_MAX => Err(DisputeRejection::BadText),
-        _ => Ok(()),
-    }
+fn check_reason(reason: Option<&str>) -> Result<(), LimitError> {
+    limits::optional_text("reason", reason, MAX_NOTES_BYTES, Lines::Many)
 }
 
-fn check_amounts(amounts: &Amounts, allow_empty: bool) -> Result<(), DisputeRejection> {
+fn check_amounts(
+    field: &'static str,
+    amounts: &Amounts,
+    allow_empty: bool,
+) -> Result<(), DisputeRejection> {
     if amounts.is_empty() && !allow_empty {
         return Err(DisputeRejection::NoAmounts);
     }
-    if amounts.len() > DISPUTE_CURRENCIES_MAX {
-        return Err(DisputeRejection::TooManyCurrencies);
-    }
+    limits::count(field, amounts.len(), MAX_CURRENCIES_PER_MAP)?;
     if amounts.iter().any(|(_, q)| *q == 0) {
         return Err(DisputeRejection::ZeroAmount);
     }
@@ -369,6 +358,9 @@ impl Settlement {
         connection: &Connection,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, DisputeRejection> {
+        // The request's own validity first (400s before 409/422, SPEC §2).
+        check_reason(command.reason.as_deref())?;
+        check_amounts("expectedTransfers", &command.expected_transfers, false)?;
         let record = self.present()?;
         let owned = connection
             .owned_by_client(command.client_enterprise_id)
@@ -388,8 +380,6 @@ impl Settlement {
         {
             return Err(DisputeRejection::AlreadyDisputed);
         }
-        check_text(command.reason.as_deref())?;
-        check_amounts(&command.expected_transfers, false)?;
         Ok(vec![DisputeRaised {
             settlement_id: record.staged.settlement_id,
             dispute_id: command.dispute_id,
@@ -423,6 +413,7 @@ impl Settlement {
         command: UpdateDispute,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, DisputeRejection> {
+        check_reason(command.reason.as_deref())?;
         let (record, dispute) =
             self.own_dispute(command.dispute_id, Some(command.client_enterprise_id))?;
         if dispute.connection_id != command.connection_id {
@@ -434,11 +425,10 @@ impl Settlement {
         if !record.accepts_dispute_changes(now) {
             return Err(DisputeRejection::WindowClosed);
         }
-        check_text(command.reason.as_deref())?;
         let expected = command
             .expected_transfers
             .unwrap_or_else(|| dispute.expected_transfers.clone());
-        check_amounts(&expected, false)?;
+        check_amounts("expectedTransfers", &expected, false)?;
         let (reason, retracted_reason) = if command.retracted {
             // The reason given with a retraction is why it was retracted.
             (dispute.reason.clone(), command.reason)
@@ -476,6 +466,8 @@ impl Settlement {
         command: CloseDispute,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, DisputeRejection> {
+        // Notes may be empty (a closure needs no explanation), but are bounded like any text.
+        limits::bounded("notes", &command.notes, MAX_NOTES_BYTES, Lines::Many)?;
         let (record, dispute) =
             self.own_dispute(command.dispute_id, command.client_enterprise_id)?;
         if dispute.closure.is_some() {
@@ -494,10 +486,7 @@ impl Settlement {
             if dispute.retraction.is_some() {
                 return Err(DisputeRejection::Retracted);
             }
-            check_amounts(&command.adjusted_transfers, true)?;
-        }
-        if command.notes.len() > DISPUTE_TEXT_LEN_MAX {
-            return Err(DisputeRejection::BadText);
+            check_amounts("adjustedTransfers", &command.adjusted_transfers, true)?;
         }
         let withheld = record.is_withheld(dispute.connection_id);
         let adjusted_transfers = match (command.closed_by, withheld) {

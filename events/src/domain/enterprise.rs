@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::event::{DomainEvent, Timestamp};
+use super::webhook_url::{DestinationRefusal, WebhookAllowList, WebhookHost};
 
-/// Longest enterprise name, in bytes.
-pub const ENTERPRISE_NAME_LEN_MAX: usize = 200;
+use super::limits::{self, LimitError, Lines, MAX_NAME_BYTES};
+
 /// Most active signing keys per enterprise.
-pub const SIGNING_KEYS_ACTIVE_MAX: usize = 32;
+pub const SIGNING_KEYS_ACTIVE_MAX: usize = limits::MAX_ACTIVE_SIGNING_KEYS;
 /// Longest webhook URL, in bytes.
 pub const WEBHOOK_URL_LEN_MAX: usize = 2000;
 
@@ -109,10 +110,8 @@ pub enum EnterpriseRejection {
     AlreadyExists,
     #[error("the enterprise does not exist")]
     NotFound,
-    #[error("the name is empty")]
-    NameEmpty,
-    #[error("the name is longer than {ENTERPRISE_NAME_LEN_MAX} bytes")]
-    NameTooLong,
+    #[error(transparent)]
+    Input(#[from] LimitError),
     #[error("this public key is already registered and active")]
     KeyAlreadyRegistered,
     #[error("the enterprise already has {SIGNING_KEYS_ACTIVE_MAX} active keys")]
@@ -203,13 +202,8 @@ impl Enterprise {
                     oes_license,
                 },
             ) => {
+                limits::text("name", &name, MAX_NAME_BYTES, Lines::One)?;
                 let name = name.trim().to_owned();
-                if name.is_empty() {
-                    return Err(EnterpriseRejection::NameEmpty);
-                }
-                if name.len() > ENTERPRISE_NAME_LEN_MAX {
-                    return Err(EnterpriseRejection::NameTooLong);
-                }
                 Ok(vec![EnterpriseCreated {
                     enterprise_id,
                     name,
@@ -290,6 +284,9 @@ pub enum WebhookRejection {
     NotFound,
     #[error(transparent)]
     Url(#[from] WebhookUrlError),
+    /// The host is an internal destination (SSRF) the operator's allow-list does not name.
+    #[error("the webhook URL points at {0}, which only the operator's allow-list can permit")]
+    Destination(#[from] DestinationRefusal),
 }
 
 /// Checks a webhook URL: `http://` or `https://`, a host (name, IPv4 or `[IPv6]`), an optional
@@ -397,14 +394,19 @@ fn check_escapes(text: &str) -> Result<(), WebhookUrlError> {
 
 impl Enterprise {
     /// Sets (`Some`) or clears (`None`) the webhook URL. Setting the URL it already has, or
-    /// clearing an unset one, records nothing.
+    /// clearing an unset one, records nothing. A host that is an internal destination
+    /// (`webhook_url`) is refused unless `allow` names it.
     pub fn decide_webhook(
         &self,
         url: Option<&str>,
+        allow: &WebhookAllowList,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, WebhookRejection> {
         let record = self.record().ok_or(WebhookRejection::NotFound)?;
         let url = url.map(parse_webhook_url).transpose()?;
+        if let Some(url) = url {
+            allow.check_host(&WebhookHost::of_url(url)?)?;
+        }
         if record.webhook_url.as_deref() == url {
             return Ok(vec![]);
         }
@@ -478,11 +480,27 @@ mod tests {
     fn decides() {
         use EnterpriseCommand::*;
         check(&[], create(" Acme "), Ok(vec![created()]));
-        check(&[], create("  "), Err(EnterpriseRejection::NameEmpty));
+        let refused = |e: LimitError| Err(EnterpriseRejection::Input(e));
+        check(
+            &[],
+            create("  "),
+            refused(LimitError::Empty { field: "name" }),
+        );
         check(
             &[],
             create(&"x".repeat(201)),
-            Err(EnterpriseRejection::NameTooLong),
+            refused(LimitError::TooLong {
+                field: "name",
+                max: MAX_NAME_BYTES,
+            }),
+        );
+        check(
+            &[],
+            create("Acme\u{0}"),
+            refused(LimitError::ControlCharacter {
+                field: "name",
+                code: 0,
+            }),
         );
         check(
             &[created()],
@@ -558,7 +576,12 @@ mod tests {
     #[test]
     fn decides_webhooks() {
         let check = |history: &[DomainEvent], url: Option<&str>, expected| {
-            assert_eq!(given(history).decide_webhook(url, NOW), expected, "{url:?}");
+            let allow = WebhookAllowList::parse("127.0.0.1").expect("allow-list");
+            assert_eq!(
+                given(history).decide_webhook(url, &allow, NOW),
+                expected,
+                "{url:?}"
+            );
         };
         let hook = "https://hooks.example.com/settle?tenant=7";
         check(&[], Some(hook), Err(WebhookRejection::NotFound));
@@ -590,6 +613,22 @@ mod tests {
             Some("ftp://example.com/"),
             Err(WebhookRejection::Url(WebhookUrlError::NotHttp)),
         );
+        // Internal destinations need the allow-list (here: 127.0.0.1 only).
+        for (internal, refusal) in [
+            ("http://127.0.0.2/in", DestinationRefusal::Loopback),
+            ("http://localhost:9000/in", DestinationRefusal::Loopback),
+            (
+                "http://169.254.169.254/latest",
+                DestinationRefusal::Metadata,
+            ),
+            ("https://10.0.0.1/", DestinationRefusal::Private),
+        ] {
+            check(
+                &[created()],
+                Some(internal),
+                Err(WebhookRejection::Destination(refusal)),
+            );
+        }
         let state = given(&[created(), webhook_set(Some(hook))]);
         let record = state.record().expect("created");
         assert_eq!(

@@ -22,7 +22,7 @@ use super::settlement::{
     ConnectionSettled, CustodySettled, FundsHeld, FundsReleased, SettlementExecuted,
     SettlementFailed, SettlementFinalized, SettlementStaged,
 };
-use super::user::UserCreated;
+use super::user::{UserCreated, UserDisabled, UserEnabled, UserTokenRotated};
 
 /// Microseconds since the Unix epoch, UTC. The domain never reads a clock: callers pass it in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -90,10 +90,10 @@ vocabulary! {
     DepositCredited = 9 v 1,
     CustodyAllocated = 10 v 1,
     CustodyDeallocated = 11 v 1,
-    ConnectionCreated = 12 v 1,
-    ConnectionUpdated = 13 v 1,
-    AllocationCleared = 14 v 1,
-    AllocationReleased = 15 v 1,
+    ConnectionCreated = 12 v 2,
+    ConnectionUpdated = 13 v 2,
+    AllocationCleared = 14 v 2,
+    AllocationReleased = 15 v 2,
     SettlementStaged = 16 v 1,
     FundsHeld = 17 v 1,
     ConnectionSettled = 18 v 1,
@@ -110,4 +110,7 @@ vocabulary! {
     SettlementFinalized = 29 v 1,
     FundsReleased = 30 v 1,
     WebhookConfigured = 31 v 1,
+    UserDisabled = 32 v 1,
+    UserEnabled = 33 v 1,
+    UserTokenRotated = 34 v 1,
 }

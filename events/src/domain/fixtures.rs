@@ -34,6 +34,7 @@ pub fn funded_connection(
         nonce: "n".into(),
         proof: "p".into(),
         at,
+        signed: None,
     };
     let allocation = AllocationRecord {
         allocation_id: Uuid::from_u128(id.as_u128() + 100),
@@ -46,6 +47,7 @@ pub fn funded_connection(
         notes: None,
         released: None,
         at,
+        signed: None,
     };
     [
         DomainEvent::from(created),

@@ -2,6 +2,7 @@
 //! time and new ids arrive as arguments.
 
 pub mod access;
+pub mod audit;
 pub mod client;
 pub mod connection;
 pub mod custody;
@@ -11,11 +12,14 @@ pub mod event;
 #[cfg(test)]
 mod fixtures;
 pub mod ids;
+pub mod limits;
 pub mod money;
 pub mod partner;
 pub mod settlement;
+pub mod signed;
 pub mod stream;
 pub mod user;
+pub mod webhook_url;
 
 pub use event::DomainEvent;
 pub use ids::{event_id, CommandId};

@@ -12,8 +12,8 @@ use super::dispute::CarriedClosure;
 use super::event::{DomainEvent, Timestamp};
 use super::money::AmountFormat;
 
-/// Longest partner name, in bytes.
-pub const PARTNER_NAME_LEN_MAX: usize = 200;
+use super::limits::{self, LimitError, Lines, MAX_NAME_BYTES};
+
 /// Longest window, in minutes (one year).
 pub const WINDOW_MINUTES_MAX: u32 = 525_600;
 
@@ -131,10 +131,8 @@ pub enum PartnerRejection {
     AlreadyExists,
     #[error("the partner does not exist")]
     NotFound,
-    #[error("the name is empty")]
-    NameEmpty,
-    #[error("the name is longer than {PARTNER_NAME_LEN_MAX} bytes")]
-    NameTooLong,
+    #[error(transparent)]
+    Input(#[from] LimitError),
 }
 
 /// The id of the partner record of `enterprise_id`.
@@ -221,13 +219,8 @@ impl Partner {
                     amount_format,
                 },
             ) => {
+                limits::text("name", &name, MAX_NAME_BYTES, Lines::One)?;
                 let name = name.trim().to_owned();
-                if name.is_empty() {
-                    return Err(PartnerRejection::NameEmpty);
-                }
-                if name.len() > PARTNER_NAME_LEN_MAX {
-                    return Err(PartnerRejection::NameTooLong);
-                }
                 Ok(vec![PartnerRegistered {
                     partner_id,
                     enterprise_id,

@@ -16,6 +16,7 @@ use super::dispute::{
     evolve_disputes, CarriedClosure, ClosuresAssigned, ClosuresJoined, DisputeRecord,
 };
 use super::event::{DomainEvent, Timestamp};
+use super::limits::{self, LimitError, Lines, MAX_EXTERNAL_ID_BYTES, MAX_NOTES_BYTES};
 use super::money::{Balance, CurrencyCode, MoneyError};
 use super::partner::PartnerRecord;
 use super::stream::{of, StreamName};
@@ -23,7 +24,7 @@ use super::stream::{of, StreamName};
 /// How far in the future a `cutoffAt` may be, in microseconds (5 minutes).
 pub const CUTOFF_AHEAD_MICROS_MAX: i64 = 5 * 60 * 1_000_000;
 /// Most instruction lines in one settlement.
-pub const INSTRUCTIONS_MAX: usize = 100_000;
+pub const INSTRUCTIONS_MAX: usize = limits::MAX_SETTLEMENT_LINES;
 
 /// Which route staged the settlement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,8 +188,8 @@ pub enum StageRejection {
     AlreadyExists,
     #[error("settlementAmounts is empty")]
     Empty,
-    #[error("more than {INSTRUCTIONS_MAX} instruction lines")]
-    TooManyInstructions,
+    #[error(transparent)]
+    Input(#[from] LimitError),
     #[error("an instruction quantity is zero")]
     ZeroQuantity,
     #[error("connection {0} is not a connection to this partner")]
@@ -222,6 +223,14 @@ pub enum LifecycleRejection {
     TopUpWindowOpen,
     #[error(transparent)]
     Money(#[from] MoneyError),
+}
+
+/// The partner's own words in a settlement, bounded: `externalId`, `notes` and the number of
+/// instruction lines. Checked by staging, and by the API before anything is loaded.
+pub fn check_input(external_id: &str, notes: Option<&str>, lines: usize) -> Result<(), LimitError> {
+    limits::text("externalId", external_id, MAX_EXTERNAL_ID_BYTES, Lines::One)?;
+    limits::optional_text("notes", notes, MAX_NOTES_BYTES, Lines::Many)?;
+    limits::count("settlementAmounts", lines, INSTRUCTIONS_MAX)
 }
 
 /// What staging needs to know besides the settlement itself.
@@ -277,9 +286,6 @@ fn check_instructions(
     context: &StageContext<'_>,
     instructions: &[Instruction],
 ) -> Result<(), StageRejection> {
-    if instructions.len() > INSTRUCTIONS_MAX {
-        return Err(StageRejection::TooManyInstructions);
-    }
     let ours = |id: Uuid| {
         context
             .connections
@@ -387,6 +393,11 @@ impl Settlement {
             .iter()
             .map(|t| t.instruction.clone())
             .collect();
+        check_input(
+            &staged.external_id,
+            staged.notes.as_deref(),
+            instructions.len(),
+        )?;
         if instructions.is_empty() && staged.api == SettlementApi::V1 {
             return Err(StageRejection::Empty);
         }

@@ -122,6 +122,10 @@ pub enum AppendError {
     /// The request names an event for a stream it does not list in `expected`.
     #[error("event for stream {0} which the command did not load")]
     UndeclaredStream(StreamName),
+    /// An encoded event over `MAX_EVENT_BYTES` could never be carried by the bus: refused
+    /// before anything is written, so the relay never meets an event it cannot publish.
+    #[error("an event of stream {stream} would be {bytes} bytes; at most {max} are allowed", max = crate::domain::limits::MAX_EVENT_BYTES)]
+    EventTooLarge { stream: StreamName, bytes: usize },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -202,6 +206,12 @@ pub async fn append_on(
             Vec::with_capacity(n),
         );
         for (index, new) in request.events.iter().enumerate() {
+            if new.event.payload.len() > crate::domain::limits::MAX_EVENT_BYTES {
+                return Err(AppendError::EventTooLarge {
+                    stream: new.stream.clone(),
+                    bytes: new.event.payload.len(),
+                });
+            }
             let head = heads
                 .get_mut(&new.stream)
                 .ok_or_else(|| AppendError::UndeclaredStream(new.stream.clone()))?;

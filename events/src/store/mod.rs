@@ -12,12 +12,13 @@ pub use append::{
     append_on, AppendError, AppendRequest, Appended, EventStore, NewEvent, NonceClaim, NonceState,
     StoredOutcome,
 };
+pub(crate) use append::{hash32, sequenced_event_from_row, stored_event_from_row};
 pub use execute::{
     execute, load, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream,
     EXECUTE_ATTEMPTS_MAX,
 };
 pub use sequencer::{Leadership, Sequencer, StepOutcome};
-pub use verify::{verify_chain, ChainFault, ChainReport};
+pub use verify::{stored_hash, verify_chain, walk_chain, ChainFault, ChainReport};
 
 use chrono::{DateTime, Utc};
 

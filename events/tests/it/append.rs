@@ -170,3 +170,30 @@ async fn refuses_to_run_where_commits_are_not_durable() {
     relaxed.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn an_event_the_bus_could_not_carry_is_refused_before_the_append() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let s = stream("account", "big");
+    let mut request = append_request(&s, 0, 2, new_command());
+    request.events[1].event.payload = vec![7; events::domain::limits::MAX_EVENT_BYTES + 1];
+    let refused = store.append(&request).await;
+    assert!(
+        matches!(&refused, Err(AppendError::EventTooLarge { bytes, .. }) if *bytes == events::domain::limits::MAX_EVENT_BYTES + 1),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .load(std::slice::from_ref(&s))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing of the command was written"
+    );
+    // At the limit, it is written.
+    let mut request = append_request(&s, 0, 1, new_command());
+    request.events[0].event.payload = vec![7; events::domain::limits::MAX_EVENT_BYTES];
+    store.append(&request).await.expect("an event at the limit");
+    db.drop_db().await;
+}

@@ -59,6 +59,22 @@ fn compose_runs_every_process_against_a_three_node_cluster() {
             "{name} is configured"
         );
     }
+    // The webhook signing seed is a secret that must be provided: compose refuses to start
+    // without it (`${VAR:?…}`), never falling back to the public development key.
+    for name in ["command-api", "finalizer"] {
+        let seed = services[name]["environment"]["SETTLE_WEBHOOK_SEED"].as_str();
+        assert!(
+            seed.is_some_and(|s| s.starts_with("${SETTLE_WEBHOOK_SEED:?")),
+            "{name}: {seed:?}"
+        );
+        assert!(services[name]["environment"]["SETTLE_DEVELOPMENT"].is_null());
+    }
+    // So is the audit key's seed, which signs checkpoints of the log (ADR 0010).
+    let seed = services["command-api"]["environment"]["SETTLE_AUDIT_SEED"].as_str();
+    assert!(
+        seed.is_some_and(|s| s.starts_with("${SETTLE_AUDIT_SEED:?")),
+        "command-api: {seed:?}"
+    );
 }
 
 #[test]
@@ -75,9 +91,61 @@ fn kubernetes_deployments_have_health_probes() {
             let container = &doc["spec"]["template"]["spec"]["containers"][0];
             assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
             assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            if name == "command-api" || name == "finalizer" {
+                // The webhook signing seed comes from a Secret, required.
+                let seed = container["env"]
+                    .as_sequence()
+                    .and_then(|env| env.iter().find(|e| e["name"] == "SETTLE_WEBHOOK_SEED"))
+                    .unwrap_or_else(|| panic!("{name} sets SETTLE_WEBHOOK_SEED"));
+                let secret = &seed["valueFrom"]["secretKeyRef"];
+                assert!(
+                    secret["name"].is_string() && secret["key"].is_string(),
+                    "{name}: {seed:?}"
+                );
+                assert_ne!(secret["optional"], Value::Bool(true), "{name}");
+            }
+            if name == "command-api" {
+                // So does the audit key's seed (ADR 0010).
+                let seed = container["env"]
+                    .as_sequence()
+                    .and_then(|env| env.iter().find(|e| e["name"] == "SETTLE_AUDIT_SEED"))
+                    .expect("command-api sets SETTLE_AUDIT_SEED");
+                assert_eq!(
+                    seed["valueFrom"]["secretKeyRef"]["key"],
+                    "SETTLE_AUDIT_SEED"
+                );
+            }
             deployments.push(doc["metadata"]["name"].as_str().unwrap().to_owned());
         }
     }
     deployments.sort();
     assert_eq!(deployments, ["command-api", "finalizer", "projector"]);
+}
+
+#[test]
+fn production_postgres_bounds_statements_and_idle_transactions() {
+    let text =
+        std::fs::read_to_string(deploy_dir().join("postgres/postgresql.production.conf")).unwrap();
+    let set = |name: &str| {
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_prefix('=')
+                    .map(str::trim)
+            })
+            .map(str::to_owned)
+    };
+    // The same bounds the processes set on their own connections.
+    use events::store::db::{IDLE_IN_TRANSACTION_TIMEOUT_SECONDS, STATEMENT_TIMEOUT_SECONDS};
+    assert_eq!(
+        set("statement_timeout"),
+        Some(format!("{STATEMENT_TIMEOUT_SECONDS}s"))
+    );
+    assert_eq!(
+        set("idle_in_transaction_session_timeout"),
+        Some(format!("{IDLE_IN_TRANSACTION_TIMEOUT_SECONDS}s"))
+    );
 }

@@ -138,7 +138,12 @@ async fn a_rejected_command_writes_nothing() {
     let result = execute(&store, &command, decide_create(&s, id, "  "))
         .await
         .unwrap();
-    assert_eq!(result, Executed::Rejected(EnterpriseRejection::NameEmpty));
+    assert_eq!(
+        result,
+        Executed::Rejected(EnterpriseRejection::Input(
+            events::domain::limits::LimitError::Empty { field: "name" }
+        ))
+    );
     assert!(store.load(&[s]).await.unwrap().is_empty());
     assert_eq!(store.command_outcome(command.id).await.unwrap(), None);
     db.drop_db().await;

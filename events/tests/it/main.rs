@@ -4,6 +4,7 @@
 
 mod append;
 mod consumer;
+mod db_settings;
 mod deploy;
 mod failover;
 mod golden;

@@ -168,6 +168,7 @@ mod custody_model {
                 nonce: "n".into(),
                 proof: "p".into(),
                 at: Timestamp(0),
+                signed: None,
             }
             .into(),
         )
@@ -205,6 +206,7 @@ mod custody_model {
                             client_external_id: format!("x{i}"),
                             initiated_by: Uuid::from_u128(9),
                             notes: None,
+                            signed: None,
                         };
                         let d = connections[connection].decide_allocation(CLIENT_E, &custody, command, at).unwrap();
                         let c = model_custody.entry(currency).or_default();
@@ -282,6 +284,7 @@ mod settlement_model {
             nonce: "n".into(),
             proof: "p".into(),
             at: NOW,
+            signed: None,
         };
         let allocation = AllocationRecord {
             allocation_id: Uuid::from_u128(n + 100),
@@ -294,6 +297,7 @@ mod settlement_model {
             notes: None,
             released: None,
             at: NOW,
+            signed: None,
         };
         [
             DomainEvent::from(created),

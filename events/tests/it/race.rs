@@ -89,13 +89,22 @@ async fn late_commits_are_never_skipped_by_the_sequencer() {
     };
     tokio::pin!(all_written);
     let mut writing = true;
+    // The horizon is cluster-wide: a transaction open in another database (another test running
+    // beside this one) holds back what may be sequenced. So once the writers are done, an idle
+    // step means "not yet", and the loop waits (bounded) for progress instead of stopping.
+    let mut progressed = std::time::Instant::now();
     while writing || ordered.len() < EVENTS_TOTAL {
         if writing && futures::poll!(&mut all_written).is_ready() {
             writing = false;
         }
         match sequencer.step().await.unwrap() {
-            StepOutcome::Sequenced(batch) => ordered.extend(batch),
-            StepOutcome::Idle if !writing => break,
+            StepOutcome::Sequenced(batch) => {
+                ordered.extend(batch);
+                progressed = std::time::Instant::now();
+            }
+            StepOutcome::Idle if !writing && progressed.elapsed() > Duration::from_secs(30) => {
+                break
+            }
             StepOutcome::Idle => tokio::time::sleep(Duration::from_millis(1)).await,
             StepOutcome::Fenced => panic!("nobody else leads"),
         }

@@ -8,6 +8,7 @@
 //! where keys or nonces are stored, or what a route does with its fields.
 
 mod canonical;
+pub mod checkpoint;
 mod keys;
 mod request;
 mod signature;

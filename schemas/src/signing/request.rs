@@ -43,6 +43,9 @@ pub enum SigningError {
     NonceEmpty,
     #[error("nonce must be at most {max} characters, got {chars}", max = NONCE_CHARS_MAX)]
     NonceTooLong { chars: usize },
+    /// Control characters (NUL included) would reach the nonce table's `text` column.
+    #[error("nonce contains a control character")]
+    NonceControlCharacter,
     #[error("body field {name:?} differs from the id in the request path")]
     PathIdConflict { name: String },
 }
@@ -62,7 +65,10 @@ impl SigningError {
             Self::SignatureNotAString => "invalid_signature_format",
             Self::SignatureFormat(inner) => inner.code(),
             Self::MissingNonce => "missing_nonce",
-            Self::NonceNotAString | Self::NonceEmpty | Self::NonceTooLong { .. } => "invalid_nonce",
+            Self::NonceNotAString
+            | Self::NonceEmpty
+            | Self::NonceTooLong { .. }
+            | Self::NonceControlCharacter => "invalid_nonce",
             Self::PathIdConflict { .. } => "path_id_conflict",
         }
     }
@@ -181,6 +187,9 @@ fn checked_nonce(fields: &Map<String, Value>) -> Result<&str, SigningError> {
     let chars = nonce.chars().count();
     if chars > NONCE_CHARS_MAX {
         return Err(SigningError::NonceTooLong { chars });
+    }
+    if nonce.chars().any(char::is_control) {
+        return Err(SigningError::NonceControlCharacter);
     }
     Ok(nonce)
 }

@@ -175,6 +175,12 @@ fn nonces_are_bounded_non_empty_strings() {
     let too_long = with_nonce(json!("n".repeat(NONCE_CHARS_MAX + 1)));
     assert_eq!(too_long, Err(SigningError::NonceTooLong { chars: 201 }));
     assert_eq!(SigningError::NonceEmpty.code(), "invalid_nonce");
+    for nonce in ["n\u{0}1", "n\n1", "\u{7f}"] {
+        assert_eq!(
+            with_nonce(json!(nonce)),
+            Err(SigningError::NonceControlCharacter)
+        );
+    }
 }
 
 #[test]
@@ -264,4 +270,58 @@ fn fields_with_path_ids(mut fields: Map<String, Value>) -> Map<String, Value> {
         fields.insert(name.to_owned(), Value::String(id));
     }
     fields
+}
+
+/// Any JSON value, as a hostile caller might send it: nested, with odd keys and strings.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        any::<String>().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just(NONCE.to_owned()),
+                    Just(PAYLOAD.to_owned()),
+                    Just(SIGNATURE.to_owned()),
+                    Just("connectionId".to_owned()),
+                    any::<String>()
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// The canonicaliser and the signed-request parser take any JSON and any payload string:
+    /// an answer or a named error, never a panic.
+    #[test]
+    fn any_body_or_payload_is_answered_without_panic(
+        body in any_json(),
+        payload in prop_oneof![any::<String>(), any_json().prop_map(|v| v.to_string())],
+        signature in "[0-9a-f]{0,130}",
+    ) {
+        let _ = signing_payload(&body, &path_ids());
+        let mut with_envelope = body.clone();
+        if let Value::Object(fields) = &mut with_envelope {
+            fields.insert(PAYLOAD.to_owned(), Value::String(payload));
+            fields.insert(SIGNATURE.to_owned(), Value::String(signature));
+        }
+        if let Err(e) = parse(&with_envelope) {
+            prop_assert!(!e.code().is_empty());
+        }
+        if let Value::Object(fields) = &body {
+            let _ = canonical_payload(fields);
+        }
+    }
 }

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 pub const WEBHOOK_SCHEME: &str = "v1a";
 /// The configuration name of the seed, the same in every process that needs the key.
 pub const WEBHOOK_SEED_ENV: &str = "SETTLE_WEBHOOK_SEED";
+/// The configuration name of development mode, in which a missing seed means the public
+/// development key instead of a refusal to start.
+pub const DEVELOPMENT_ENV: &str = "SETTLE_DEVELOPMENT";
 /// Hex characters of a seed: 32 bytes.
 pub const WEBHOOK_SEED_HEX_LEN: usize = 64;
 /// What the development seed is derived from (SHA-256 of this text). Public on purpose: a key
@@ -23,6 +26,12 @@ pub const DEVELOPMENT_SEED_LABEL: &str = "settle-engine development webhook sign
 pub enum WebhookKeyError {
     #[error("the webhook seed must be {WEBHOOK_SEED_HEX_LEN} hex characters (32 bytes)")]
     BadSeed,
+    #[error(
+        "{WEBHOOK_SEED_ENV} is not set: set it to {WEBHOOK_SEED_HEX_LEN} hex characters (a secret \
+         32-byte Ed25519 seed, e.g. the \"seed\" of `command-api keygen`), or run with \
+         {DEVELOPMENT_ENV}=1 (--development) to sign with the public development key"
+    )]
+    SeedMissing,
 }
 
 /// Where the signing key came from.
@@ -68,11 +77,16 @@ impl WebhookSigner {
         }
     }
 
-    /// The configured key, or the development key when no seed (or an empty one) is set.
-    pub fn from_config(seed: Option<&str>) -> Result<(Self, KeySource), WebhookKeyError> {
+    /// The configured key; with no seed (or an empty one), the development key in development
+    /// mode and a refusal otherwise. A configured seed wins in development mode too.
+    pub fn from_config(
+        seed: Option<&str>,
+        development: bool,
+    ) -> Result<(Self, KeySource), WebhookKeyError> {
         match seed.map(str::trim).filter(|s| !s.is_empty()) {
             Some(seed) => Ok((Self::from_seed_hex(seed)?, KeySource::Configured)),
-            None => Ok((Self::development(), KeySource::Development)),
+            None if development => Ok((Self::development(), KeySource::Development)),
+            None => Err(WebhookKeyError::SeedMissing),
         }
     }
 
@@ -205,13 +219,25 @@ mod tests {
                 "{bad}"
             );
         }
-        let (configured, source) = WebhookSigner::from_config(Some(SEED)).expect("seed");
+        let (configured, source) = WebhookSigner::from_config(Some(SEED), false).expect("seed");
         assert_eq!(source, KeySource::Configured);
         assert_eq!(
             configured.public_key_hex(),
             "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
         );
-        let (dev, source) = WebhookSigner::from_config(Some("  ")).expect("dev");
+        assert_eq!(
+            WebhookSigner::from_config(Some(SEED), true).map(|(_, s)| s),
+            Ok(KeySource::Configured),
+            "a seed wins in development mode"
+        );
+        for missing in [None, Some(""), Some("  ")] {
+            let refused = WebhookSigner::from_config(missing, false).map(|(_, s)| s);
+            assert_eq!(refused, Err(WebhookKeyError::SeedMissing));
+        }
+        assert!(WebhookKeyError::SeedMissing
+            .to_string()
+            .contains("SETTLE_WEBHOOK_SEED"));
+        let (dev, source) = WebhookSigner::from_config(Some("  "), true).expect("dev");
         assert_eq!(source, KeySource::Development);
         assert_eq!(dev.public_key(), WebhookSigner::development().public_key());
         assert_ne!(dev.public_key(), configured.public_key());

@@ -88,6 +88,8 @@ fn start_finalizer(common: &CommonConfig) -> Result<tokio::process::Child> {
         )
         .env("SETTLE_LISTEN", "127.0.0.1:0")
         .env("SETTLE_FINALIZER_POLL_MS", "10")
+        // A local benchmark: the public development webhook key is fine here.
+        .env("SETTLE_DEVELOPMENT", "1")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .spawn()

@@ -382,6 +382,20 @@ async fn main() -> Result<()> {
         admin_token: Some(ADMIN.into()),
         sequencer: true,
         currencies: None,
+        // A local benchmark: the public development webhook key (and its warning) is fine here.
+        webhook_seed: None,
+        webhook_allow: None,
+        development: true,
+        // A load generator is one client sending as fast as it can: no rate limits, and room
+        // for every worker in flight.
+        edge: command_api::http::edge::EdgeConfig {
+            rate_per_token: 0,
+            rate_per_address: 0,
+            in_flight_max: 100_000,
+            ..Default::default()
+        },
+        // Development mode: the public development audit key signs checkpoints.
+        audit: Default::default(),
         command: None,
     };
     let stop = CancellationToken::new();

@@ -1,8 +1,11 @@
-//! The tenancy, custody and settlement projection: enterprises, keys, users, partners, clients,
-//! connections, allocations, deposits, balances, settlements and their transfers, from events. Balances change by deltas, so each
-//! event's effect is applied exactly once by the consumer's checkpoint, never recomputed.
+//! The read models applied row at a time, as the projector did before set-based apply: one SQL
+//! statement (or two) per event, joining other read-model tables for what it needs. Kept as the
+//! benchmark's baseline (`projector-bench`, "row_at_a_time") and as the oracle the set-based
+//! fold is tested against: for the same events both must leave the same rows. Runs as one
+//! unpartitioned consumer only (its joins read rows other partitions would own).
 
-use crate::disputes;
+pub mod disputes;
+
 use events::bus::consumer::Projection;
 use events::codec::{decode_event, SequencedEvent};
 use events::domain::client::wallet_id_of;
@@ -16,9 +19,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
-pub struct Tenancy;
+pub struct RowAtATime;
 
-impl Projection for Tenancy {
+impl Projection for RowAtATime {
     async fn apply(
         &mut self,
         tx: &mut PgConnection,
@@ -232,6 +235,10 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
         DomainEvent::PartnerCutoffAdvanced(_) | DomainEvent::ClosureQueued(_) => {}
         // Webhook URLs are the notifications projection's.
         DomainEvent::WebhookConfigured(_) => {}
+        // Access is decided on the user's stream, never on a read model (ADR 0007).
+        DomainEvent::UserDisabled(_)
+        | DomainEvent::UserEnabled(_)
+        | DomainEvent::UserTokenRotated(_) => {}
         DomainEvent::DisputeRaised(e) => disputes::raised(tx, e).await?,
         DomainEvent::DisputeUpdated(e) => disputes::updated(tx, e).await?,
         DomainEvent::DisputeClosed(e) => disputes::closed(tx, e).await?,

@@ -1,4 +1,4 @@
-//! The dispute side of the settlement read models: disputes and closures, the settlement's
+//! The dispute side of the row-at-a-time read models (the baseline): disputes and closures, the settlement's
 //! `disputed` and finalization state, withheld (`disputed`) transfers, closure transfers waiting
 //! for a settlement (`pending_settlement_assignment`) and their assignment.
 
@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::tenancy::{insert_transfers, network_delta, TransferRows};
+use super::{insert_transfers, network_delta, TransferRows};
 
 /// `{currency: amount}` as base-unit strings.
 pub fn amounts_json(amounts: &Amounts) -> Value {

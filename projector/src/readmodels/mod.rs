@@ -1,0 +1,150 @@
+//! The read models (tenancy, custody, settlements, disputes) as one partitioned projection: a
+//! partition applies the events whose key (`route.rs`) falls in it, set-based — the batch is
+//! folded in memory into its net row changes (`fold.rs`) and written with one statement per table
+//! (`store.rs`), in the consumer's transaction, with the partition's checkpoint.
+
+pub mod fold;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use events::bus::consumer::Projection;
+use events::codec::SequencedEvent;
+use events::domain::StreamName;
+use sqlx::PgConnection;
+
+use crate::route::{route_batch, streams_touched, Decode, Directory, Routed};
+use fold::{Needs, Rows};
+
+/// The tables this projection writes (rebuilt, compared and swapped together).
+pub const TABLES: [&str; 13] = [
+    "rm_enterprises",
+    "rm_keys",
+    "rm_users",
+    "rm_partners",
+    "rm_clients",
+    "rm_connections",
+    "rm_allocations",
+    "rm_balances",
+    "rm_deposits",
+    "rm_settlements",
+    "rm_settlement_transfers",
+    "rm_disputes",
+    "rm_dispute_closures",
+];
+
+/// Partition `partition` of `partitions` of the read models.
+#[derive(Debug)]
+pub struct ReadModels {
+    pub partition: u32,
+    pub partitions: u32,
+    directory: Arc<Directory>,
+    /// Streams touched by the events `prepare` saw, by position.
+    touched: HashMap<u64, Vec<StreamName>>,
+}
+
+impl ReadModels {
+    pub fn new(partition: u32, partitions: u32, directory: Arc<Directory>) -> Self {
+        Self {
+            partition,
+            partitions,
+            directory,
+            touched: HashMap::new(),
+        }
+    }
+
+    /// The whole read models in one partition (tests, the bench's single partition).
+    pub fn single(directory: Arc<Directory>) -> Self {
+        Self::new(0, 1, directory)
+    }
+}
+
+/// Folds the events of `partition` among `routed` (decoded) over the rows they need and writes
+/// the result.
+pub async fn apply_routed(
+    tx: &mut PgConnection,
+    directory: &Directory,
+    routed: &[Routed],
+    partition: u32,
+) -> anyhow::Result<()> {
+    apply_selected(tx, directory, routed, |r| r.partition == partition).await
+}
+
+/// Folds the events of `routed` that `select` picks (decoded) in one pass, and writes the
+/// result: a rebuild folds every partition's events together, as their rows are disjoint.
+pub async fn apply_selected(
+    tx: &mut PgConnection,
+    directory: &Directory,
+    routed: &[Routed],
+    select: impl Fn(&Routed) -> bool,
+) -> anyhow::Result<()> {
+    let owned: Vec<&events::domain::DomainEvent> = routed
+        .iter()
+        .filter(|r| select(r))
+        .filter_map(|r| r.event.as_ref())
+        .collect();
+    if owned.is_empty() {
+        return Ok(());
+    }
+    let needs = Needs::of(owned.iter().copied());
+    directory
+        .resolve(
+            &mut *tx,
+            needs.connection_facts.iter().copied(),
+            needs.settlement_facts.iter().copied(),
+        )
+        .await?;
+    let loaded = store::load(&mut *tx, &needs).await?;
+    let mut rows = Rows::new(loaded);
+    for event in owned {
+        rows.apply(event, directory)?;
+    }
+    store::write(tx, &rows).await
+}
+
+impl Projection for ReadModels {
+    async fn apply(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[SequencedEvent],
+    ) -> anyhow::Result<()> {
+        let decode = Decode::partition(self.partition);
+        let routed =
+            route_batch(&mut *tx, &self.directory, events, self.partitions, decode).await?;
+        apply_routed(tx, &self.directory, &routed, self.partition).await
+    }
+
+    async fn prepare(
+        &mut self,
+        conn: &mut PgConnection,
+        events: &[SequencedEvent],
+    ) -> anyhow::Result<()> {
+        self.touched.clear();
+        // An event that cannot be routed (does not decode) parks its own stream only.
+        for event in events {
+            let one = std::slice::from_ref(event);
+            let routed = route_batch(
+                &mut *conn,
+                &self.directory,
+                one,
+                self.partitions,
+                Decode::NOTHING,
+            )
+            .await;
+            if let Ok(routed) = routed {
+                if let Some(r) = routed.first() {
+                    self.touched.insert(r.position, streams_touched(r));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn streams_touched(&self, event: &SequencedEvent) -> Vec<StreamName> {
+        self.touched
+            .get(&event.position)
+            .cloned()
+            .unwrap_or_else(|| vec![event.stored.stream.clone()])
+    }
+}
