@@ -32,7 +32,7 @@ use crate::route::{route_decoded, Directory};
 use crate::{catalog, notifications, readmodels, Config, Group};
 
 /// Events read, decoded and applied per transaction unless told otherwise.
-pub const CHUNK_EVENTS_DEFAULT: usize = 20_000;
+pub const CHUNK_EVENTS_DEFAULT: usize = 100_000;
 /// A rebuild chases the live partitions until it is this many chunks behind, at most this many
 /// rounds; what is left is applied while live apply waits.
 const CHASE_CHUNKS_LEFT_MAX: u64 = 2;
@@ -214,8 +214,9 @@ async fn differences(
 }
 
 /// Creates `schema` with an empty copy of every table in `tables` (and `sinks`): columns,
-/// defaults, checks, primary keys and unique constraints. Returns the DDL of the other indexes,
-/// to be run once the bulk load is done.
+/// defaults, checks, storage parameters, primary keys and unique constraints (and the indexes
+/// of `READ_DURING_REBUILD`). Returns the DDL of the other indexes, to be run once the bulk load
+/// is done.
 async fn create_shadow(
     conn: &mut PgConnection,
     schema: &str,
@@ -276,11 +277,21 @@ async fn create_shadow(
             if !ddl.contains(&live) {
                 bail!("cannot copy index of {table}: {ddl}");
             }
-            later.push(ddl.replacen(&live, &format!(" ON {schema}.{table} "), 1));
+            let ddl = ddl.replacen(&live, &format!(" ON {schema}.{table} "), 1);
+            if READ_DURING_REBUILD.contains(table) {
+                sqlx::query(&ddl).execute(&mut *conn).await?;
+            } else {
+                later.push(ddl);
+            }
         }
     }
     Ok(later)
 }
+
+/// Tables a projection reads by other than their primary key while it applies (a settlement's
+/// transfers, a closure's): their indexes are made before the bulk load, not after, or every
+/// chunk would scan the whole table.
+const READ_DURING_REBUILD: [&str; 1] = ["rm_settlement_transfers"];
 
 /// Puts `schema` first on the transaction's search path and lifts the statement timeout (a
 /// chunk of a rebuild is one long statement per table).
@@ -311,8 +322,11 @@ pub async fn read_log_lean(
     let rows = sqlx::query(
         "SELECT l.position, e.event_id, e.category, e.stream_id, e.version, e.type_id, e.schema_version, e.payload
          FROM event_log l JOIN events e ON e.event_id = l.event_id
-         WHERE l.position > $1 AND l.position <= $2 ORDER BY l.position LIMIT $3",
+         WHERE l.position > $1 AND l.position <= least($2, $1 + $3) ORDER BY l.position",
     )
+    // Positions are dense, so `limit` positions are `limit` events; bounding the range (not
+    // only a LIMIT) keeps the planner from joining everything up to `until` for every page
+    // and sorting it, which made a rebuild quadratic.
     .bind(after as i64)
     .bind(until as i64)
     .bind(limit as i64)
@@ -446,8 +460,49 @@ fn progress_bar(hidden: bool, total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Applies positions `(from, to]` of the log to the group's tables in `schema`, chunk by chunk,
-/// each chunk in its own transaction. Returns the events applied.
+/// A transaction on the shadow schema whose commit does not wait for the WAL: shadow rows are
+/// rebuilt from scratch if anything is lost.
+async fn shadow_tx(
+    pool: &PgPool,
+    schema: &str,
+) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        .await?;
+    use_schema(&mut tx, schema).await?;
+    Ok(tx)
+}
+
+/// Writes `rows` on two connections at once (Postgres' writing is most of a rebuild, and one
+/// backend uses one core), each half in its own transaction.
+async fn write_halves(
+    pool: &PgPool,
+    schema: &str,
+    rows: &readmodels::fold::Rows,
+) -> anyhow::Result<()> {
+    use readmodels::store::{write_tables, REBUILD_SPLIT};
+    let (mut one, mut two) = (
+        shadow_tx(pool, schema).await?,
+        shadow_tx(pool, schema).await?,
+    );
+    let (a, b) = tokio::join!(
+        write_tables(&mut one, rows, &REBUILD_SPLIT[0]),
+        write_tables(&mut two, rows, &REBUILD_SPLIT[1]),
+    );
+    a?;
+    b?;
+    one.commit().await?;
+    two.commit().await?;
+    Ok(())
+}
+
+/// Applies positions `(from, to]` of the log to the group's tables in `schema`, chunk by chunk.
+/// Returns the events applied.
+///
+/// The read models go in a pipeline: chunk N+1 is folded while chunk N is written (N's rows
+/// taking the place of what N+1 reads of the same rows, as N's writes may not be committed
+/// yet; the writes themselves stay in order), and balance deltas, which nothing reads back,
+/// are summed over the whole load and written once at its end.
 #[allow(
     clippy::too_many_arguments,
     reason = "one private step of the rebuild; each argument is a distinct input it needs"
@@ -464,25 +519,53 @@ async fn bulk(
 ) -> anyhow::Result<u64> {
     let mut chunks = read_ahead(pool.clone(), from, to, chunk);
     let mut applied = 0;
+    let mut balances = readmodels::fold::Rows::default();
+    let mut writing: Option<(
+        Arc<readmodels::fold::Rows>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )> = None;
     while let Some(decoded) = chunks.recv().await {
         let decoded = decoded?;
         let (n, last) = (
             decoded.len() as u64,
             decoded.last().map_or(from, |(e, _)| e.position),
         );
-        // Shadow rows are rebuilt from scratch if anything is lost: no need to wait for the WAL.
-        let mut tx = pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        let mut tx = shadow_tx(pool, schema).await?;
+        if group == Group::ReadModels {
+            let routed = route_decoded(&mut tx, directory, decoded, partitions).await?;
+            let previous = writing.as_ref().map(|(rows, _)| rows.as_ref());
+            let folded =
+                readmodels::fold_over(&mut tx, directory, &routed, |_| true, previous).await?;
+            tx.commit().await?;
+            if let Some(mut rows) = folded {
+                balances.add_balances(std::mem::take(&mut rows.balances))?;
+                // The previous chunk's writes end before this chunk's begin.
+                if let Some((_, task)) = writing.take() {
+                    task.await??;
+                }
+                let rows = Arc::new(rows);
+                let (pool, schema, mine) = (pool.clone(), schema.to_owned(), rows.clone());
+                let task = tokio::spawn(async move { write_halves(&pool, &schema, &mine).await });
+                writing = Some((rows, task));
+            }
+        } else {
+            apply_chunk(&mut tx, group, partitions, directory, decoded, &|_| {
+                u64::MAX
+            })
             .await?;
-        use_schema(&mut tx, schema).await?;
-        apply_chunk(&mut tx, group, partitions, directory, decoded, &|_| {
-            u64::MAX
-        })
-        .await?;
-        tx.commit().await?;
+            tx.commit().await?;
+        }
         applied += n;
         bar.inc(n);
         bar.set_message(format!("{} position {last}", group.projection()));
+    }
+    if let Some((_, task)) = writing.take() {
+        task.await??;
+    }
+    if !balances.balances.is_empty() {
+        let mut tx = shadow_tx(pool, schema).await?;
+        readmodels::store::write(&mut tx, &balances).await?;
+        tx.commit().await?;
     }
     Ok(applied)
 }

@@ -408,7 +408,9 @@ impl EventStore {
         Ok(head as u64)
     }
 
-    /// Sequenced events with `after < position <= until`, in order, at most `limit`.
+    /// Sequenced events with `after < position <= until`, in order, at most `limit`. The range
+    /// is bounded to `limit` positions (they are dense), not only limited: with the bound alone
+    /// the planner may join and sort everything up to `until` for each page.
     pub async fn read_log(
         &self,
         after: u64,
@@ -419,7 +421,7 @@ impl EventStore {
             "SELECT l.position, l.hash, e.event_id, e.category, e.stream_id, e.version, e.type_id,
                     e.schema_version, e.payload, e.metadata, e.recorded_at
              FROM event_log l JOIN events e ON e.event_id = l.event_id
-             WHERE l.position > $1 AND l.position <= $2
+             WHERE l.position > $1 AND l.position <= least($2, $1 + $3)
              ORDER BY l.position LIMIT $3",
         )
         .bind(after as i64)

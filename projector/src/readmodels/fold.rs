@@ -282,6 +282,72 @@ pub struct Loaded {
     pub disputes: Vec<DisputeRow>,
 }
 
+impl Loaded {
+    /// These rows, with those `previous` (the batch folded just before, whose writes may still be
+    /// under way) holds of the same ids — or, for transfers, of the settlements and closures
+    /// named — in their place: the previous batch's rows are the newer. Pure.
+    pub fn overlay(mut self, previous: &Rows, needs: &Needs) -> Self {
+        overlay(
+            &mut self.enterprises,
+            &previous.enterprises,
+            &needs.enterprises,
+            |r| r.id,
+        );
+        overlay(&mut self.keys, &previous.keys, &needs.keys, |r| r.id);
+        overlay(
+            &mut self.partners,
+            &previous.partners,
+            &needs.partners,
+            |r| r.id,
+        );
+        overlay(
+            &mut self.connections,
+            &previous.connections,
+            &needs.connections,
+            |r| r.id,
+        );
+        overlay(
+            &mut self.settlements,
+            &previous.settlements,
+            &needs.settlements,
+            |r| r.id,
+        );
+        overlay(
+            &mut self.disputes,
+            &previous.disputes,
+            &needs.disputes,
+            |r| r.id,
+        );
+        let wanted = |t: &TransferRow| {
+            t.settlement_id
+                .is_some_and(|s| needs.transfers_of_settlements.contains(&s))
+                || t.dispute_closure_id
+                    .is_some_and(|c| needs.transfers_of_closures.contains(&c))
+        };
+        self.transfers
+            .retain(|t| !previous.transfers.rows.contains_key(&t.id));
+        self.transfers.extend(
+            previous
+                .transfers
+                .rows
+                .values()
+                .filter(|t| wanted(t))
+                .cloned(),
+        );
+        self
+    }
+}
+
+fn overlay<R: Clone>(
+    loaded: &mut Vec<R>,
+    previous: &Table<R>,
+    ids: &BTreeSet<Uuid>,
+    id: impl Fn(&R) -> Uuid,
+) {
+    loaded.retain(|r| !previous.rows.contains_key(&id(r)));
+    loaded.extend(ids.iter().filter_map(|i| previous.rows.get(i)).cloned());
+}
+
 /// What a batch changes; written by `store::write`.
 #[derive(Clone, Debug, Default)]
 pub struct Rows {
@@ -325,21 +391,36 @@ pub struct Needs {
 
 impl Needs {
     /// What `events` update (rows they make need nothing loaded) and which facts they read.
+    /// A row made earlier in the same batch is not loaded either: it is in memory, and it
+    /// cannot be in the table before (each row is made by one event, once).
     pub fn of<'a>(events: impl IntoIterator<Item = &'a DomainEvent>) -> Self {
         let mut n = Self::default();
+        let mut made = Made::default();
         for event in events {
             match event {
+                DomainEvent::EnterpriseCreated(e) => {
+                    made.enterprises.insert(e.enterprise_id);
+                }
                 DomainEvent::EnterpriseLicenseSet(e) => {
-                    n.enterprises.insert(e.enterprise_id);
+                    unless_made(&mut n.enterprises, &made.enterprises, e.enterprise_id);
+                }
+                DomainEvent::SigningKeyRegistered(e) => {
+                    made.keys.insert(e.key_id);
                 }
                 DomainEvent::SigningKeyRevoked(e) => {
-                    n.keys.insert(e.key_id);
+                    unless_made(&mut n.keys, &made.keys, e.key_id);
+                }
+                DomainEvent::PartnerRegistered(e) => {
+                    made.partners.insert(e.partner_id);
                 }
                 DomainEvent::PartnerUpdated(e) => {
-                    n.partners.insert(e.partner_id);
+                    unless_made(&mut n.partners, &made.partners, e.partner_id);
+                }
+                DomainEvent::ConnectionCreated(e) => {
+                    made.connections.insert(e.connection_id);
                 }
                 DomainEvent::ConnectionUpdated(e) => {
-                    n.connections.insert(e.connection_id);
+                    unless_made(&mut n.connections, &made.connections, e.connection_id);
                 }
                 DomainEvent::AllocationCleared(e) => {
                     n.connection_facts.insert(e.allocation.connection_id);
@@ -357,37 +438,55 @@ impl Needs {
                     n.connection_facts.insert(e.connection_id);
                 }
                 DomainEvent::SettlementStaged(e) => {
+                    made.settlements.insert(e.settlement_id);
                     n.add_transfer_facts(&e.transfers);
                 }
-                DomainEvent::SettlementExecuted(e) => n.settlement_and_transfers(e.settlement_id),
-                DomainEvent::SettlementFailed(e) => n.settlement_and_transfers(e.settlement_id),
-                DomainEvent::SettlementFinalized(e) => n.settlement_and_transfers(e.settlement_id),
+                DomainEvent::SettlementExecuted(e) => {
+                    n.settlement_and_transfers(&made, e.settlement_id)
+                }
+                DomainEvent::SettlementFailed(e) => {
+                    n.settlement_and_transfers(&made, e.settlement_id)
+                }
+                DomainEvent::SettlementFinalized(e) => {
+                    n.settlement_and_transfers(&made, e.settlement_id)
+                }
                 DomainEvent::DisputeRaised(e) => {
-                    n.settlements.insert(e.settlement_id);
+                    made.disputes.insert(e.dispute_id);
+                    unless_made(&mut n.settlements, &made.settlements, e.settlement_id);
                     n.settlement_facts.insert(e.settlement_id);
                 }
                 DomainEvent::DisputeUpdated(e) => {
-                    n.disputes.insert(e.dispute_id);
+                    unless_made(&mut n.disputes, &made.disputes, e.dispute_id);
                 }
                 DomainEvent::DisputeClosed(e) => {
-                    n.disputes.insert(e.dispute_id);
+                    made.closures.insert(e.closure_id);
+                    unless_made(&mut n.disputes, &made.disputes, e.dispute_id);
                     n.settlement_facts.insert(e.settlement_id);
                     n.add_transfer_facts(&e.adjusted_transfers);
                 }
                 DomainEvent::ClosuresJoined(e) => {
-                    n.transfers_of_closures
-                        .extend(e.closures.iter().map(|c| c.closure_id));
+                    for c in &e.closures {
+                        unless_made(&mut n.transfers_of_closures, &made.closures, c.closure_id);
+                    }
                 }
-                DomainEvent::ClosuresAssigned(e) => n.disputes.extend(&e.dispute_ids),
+                DomainEvent::ClosuresAssigned(e) => {
+                    for id in &e.dispute_ids {
+                        unless_made(&mut n.disputes, &made.disputes, *id);
+                    }
+                }
                 _ => {}
             }
         }
         n
     }
 
-    fn settlement_and_transfers(&mut self, settlement_id: Uuid) {
-        self.settlements.insert(settlement_id);
-        self.transfers_of_settlements.insert(settlement_id);
+    /// A settlement's row and transfers, unless it was staged in the batch (then its own
+    /// transfers are in memory, and closures joining it are loaded by closure).
+    fn settlement_and_transfers(&mut self, made: &Made, settlement_id: Uuid) {
+        if !made.settlements.contains(&settlement_id) {
+            self.settlements.insert(settlement_id);
+            self.transfers_of_settlements.insert(settlement_id);
+        }
     }
 
     fn add_transfer_facts(&mut self, transfers: &[Transfer]) {
@@ -395,6 +494,24 @@ impl Needs {
             self.connection_facts.insert(t.instruction.destination);
             self.connection_facts.extend(t.instruction.source);
         }
+    }
+}
+
+/// Rows made so far in a batch, by table.
+#[derive(Default)]
+struct Made {
+    enterprises: BTreeSet<Uuid>,
+    keys: BTreeSet<Uuid>,
+    partners: BTreeSet<Uuid>,
+    connections: BTreeSet<Uuid>,
+    settlements: BTreeSet<Uuid>,
+    disputes: BTreeSet<Uuid>,
+    closures: BTreeSet<Uuid>,
+}
+
+fn unless_made(needs: &mut BTreeSet<Uuid>, made: &BTreeSet<Uuid>, id: Uuid) {
+    if !made.contains(&id) {
+        needs.insert(id);
     }
 }
 
@@ -443,6 +560,23 @@ impl Rows {
             rows.transfers.rows.insert(t.id, t);
         }
         rows
+    }
+
+    /// Adds `deltas` to this batch's balance deltas (a rebuild sums them over many chunks).
+    pub fn add_balances(
+        &mut self,
+        deltas: BTreeMap<(Uuid, String), BalanceDelta>,
+    ) -> anyhow::Result<()> {
+        for ((account, currency), d) in deltas {
+            self.balance(
+                (account, &currency),
+                d.owner_enterprise_id,
+                d.connection_id,
+                d.available,
+                d.held,
+            )?;
+        }
+        Ok(())
     }
 
     fn index_transfer(&mut self, t: &TransferRow) {

@@ -79,13 +79,39 @@ pub async fn apply_selected(
     routed: &[Routed],
     select: impl Fn(&Routed) -> bool,
 ) -> anyhow::Result<()> {
+    match fold_selected(&mut *tx, directory, routed, select).await? {
+        Some(rows) => store::write(tx, &rows).await,
+        None => Ok(()),
+    }
+}
+
+/// The fold of the events of `routed` that `select` picks over the rows they need (read on
+/// `tx`), not yet written; `None` when none is picked.
+pub async fn fold_selected(
+    tx: &mut PgConnection,
+    directory: &Directory,
+    routed: &[Routed],
+    select: impl Fn(&Routed) -> bool,
+) -> anyhow::Result<Option<Rows>> {
+    fold_over(tx, directory, routed, select, None).await
+}
+
+/// As `fold_selected`, the rows of `previous` (folded before, perhaps not written yet) taking
+/// the place of what is read of the same rows.
+pub async fn fold_over(
+    tx: &mut PgConnection,
+    directory: &Directory,
+    routed: &[Routed],
+    select: impl Fn(&Routed) -> bool,
+    previous: Option<&Rows>,
+) -> anyhow::Result<Option<Rows>> {
     let owned: Vec<&events::domain::DomainEvent> = routed
         .iter()
         .filter(|r| select(r))
         .filter_map(|r| r.event.as_ref())
         .collect();
     if owned.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let needs = Needs::of(owned.iter().copied());
     directory
@@ -95,12 +121,15 @@ pub async fn apply_selected(
             needs.settlement_facts.iter().copied(),
         )
         .await?;
-    let loaded = store::load(&mut *tx, &needs).await?;
+    let mut loaded = store::load(&mut *tx, &needs).await?;
+    if let Some(previous) = previous {
+        loaded = loaded.overlay(previous, &needs);
+    }
     let mut rows = Rows::new(loaded);
     for event in owned {
         rows.apply(event, directory)?;
     }
-    store::write(tx, &rows).await
+    Ok(Some(rows))
 }
 
 impl Projection for ReadModels {

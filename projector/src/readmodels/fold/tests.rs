@@ -345,6 +345,47 @@ fn needs_name_what_exists_before_and_the_facts_read() {
 }
 
 #[test]
+fn rows_made_in_the_batch_are_not_loaded() {
+    let needs = Needs::of(&[
+        staged(S, &[(C1, 1)], 1),
+        SettlementFinalized {
+            settlement_id: S,
+            withheld_connections: vec![],
+            at: at(2),
+        }
+        .into(),
+        SettlementExecuted {
+            settlement_id: S,
+            at: at(3),
+        }
+        .into(),
+        EnterpriseCreated {
+            enterprise_id: E,
+            name: "E".into(),
+            oes_license: true,
+            at: at(4),
+        }
+        .into(),
+        EnterpriseLicenseSet {
+            enterprise_id: E,
+            oes_license: false,
+            at: at(5),
+        }
+        .into(),
+    ]);
+    assert!(needs.settlements.is_empty() && needs.transfers_of_settlements.is_empty());
+    assert!(needs.enterprises.is_empty());
+    // The order matters: an update before the creation in the batch is of an older row.
+    let needs = Needs::of(&[EnterpriseLicenseSet {
+        enterprise_id: E,
+        oes_license: false,
+        at: at(5),
+    }
+    .into()]);
+    assert_eq!(needs.enterprises, [E].into_iter().collect());
+}
+
+#[test]
 fn an_unknown_connection_is_an_error_not_a_silent_drop() {
     let mut rows = Rows::default();
     let stranger = Uuid::from_u128(0x5555);
