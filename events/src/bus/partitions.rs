@@ -526,6 +526,8 @@ where
     let mut owned: BTreeMap<u32, Consumer<P>> = BTreeMap::new();
     let mut reader = Reader::new(&js, &run);
     let mut backoff = Duration::from_millis(100);
+    // The batch read while the one before it was applied (reading overlaps applying).
+    let mut prefetched: Option<anyhow::Result<Vec<SequencedEvent>>> = None;
     while !stop.is_cancelled() {
         let want = desired.borrow_and_update().clone();
         owned.retain(|k, _| want.contains(k));
@@ -553,16 +555,30 @@ where
         }
         let Some(lowest) = owned.values().map(Consumer::checkpoint).min() else {
             reader.close().await;
+            prefetched = None;
             tokio::select! {
                 _ = desired.changed() => {}
                 () = stop.cancelled() => {}
             }
             continue;
         };
-        if added || reader.cursor().is_none_or(|c| c > lowest) {
+        // The position before the next event the reader hands out: a prefetched batch's first
+        // one, or the reader's cursor. Past the lowest checkpoint, something was not applied
+        // (a partition was added, or a batch failed): read again from the checkpoints.
+        let next_after = match &prefetched {
+            Some(Ok(events)) if !events.is_empty() => Some(events[0].position - 1),
+            Some(Err(_)) => None,
+            _ => reader.cursor(),
+        };
+        if added || next_after.is_none_or(|c| c > lowest) {
             reader.close().await;
+            prefetched = None;
         }
-        let events = match reader.read(lowest).await {
+        let read = match prefetched.take() {
+            Some(read) => read,
+            None => reader.read(lowest).await,
+        };
+        let events = match read {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(group = %group, error = %e, "partition reader failed; reading again from the checkpoints");
@@ -574,8 +590,13 @@ where
         if events.is_empty() {
             continue;
         }
-        let outcomes =
-            futures::future::join_all(owned.values_mut().map(|c| c.apply_batch(&events))).await;
+        // Every partition applies the batch while the next one is read.
+        let last = events.last().map_or(lowest, |e| e.position);
+        let (outcomes, next) = tokio::join!(
+            futures::future::join_all(owned.values_mut().map(|c| c.apply_batch(&events))),
+            reader.read(last),
+        );
+        prefetched = Some(next);
         let mut failed = false;
         for (partition, outcome) in owned.keys().zip(outcomes) {
             if let Err(e) = outcome {
@@ -585,6 +606,7 @@ where
         }
         if failed {
             reader.close().await;
+            prefetched = None;
             pause(&mut backoff, &stop).await;
         } else {
             backoff = Duration::from_millis(100);
