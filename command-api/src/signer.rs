@@ -1,5 +1,5 @@
 //! A partner's signer, for the command line: key generation and signing of canonical payloads
-//! (the strings the `…/signing` routes return), exactly as SPEC §4 asks.
+//! (the strings the `…/signing` routes return), exactly as docs/api/signatures.md describes.
 
 use anyhow::{bail, Context};
 use ed25519_dalek::{Signer, SigningKey};

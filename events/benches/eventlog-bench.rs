@@ -68,6 +68,9 @@ enum Phase {
 #[derive(Parser, Debug)]
 #[command(name = "eventlog-bench")]
 struct Args {
+    /// Passed by `cargo bench` (which runs this); ignored.
+    #[arg(long = "bench", hide = true)]
+    _cargo_bench: bool,
     /// Admin connection; each phase creates (and drops) its own database through it.
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,

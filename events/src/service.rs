@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Connection settings every process takes (DESIGN.md §5); flags and environment alike.
+/// Connection settings every process takes (README, "Configuration"); flags and environment alike.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CommonConfig {
     #[arg(

@@ -1,8 +1,8 @@
-//! The finalizer process: turns due work into commands (DESIGN §4). Its consumer keeps the
-//! due-work table (dispute and top-up deadlines, retries) from the event stream; its worker
-//! claims what is due and finalizes or executes it through the one write path; its deliverer
-//! sends the notification feed's webhooks. Any number of finalizers may run: leases spread the
-//! work, and the store makes every step happen once.
+//! The finalizer process: turns due work into commands (docs/api/lifecycle.md, ADR 0004). Its
+//! consumer keeps the due-work table (dispute and top-up deadlines, retries) from the event stream;
+//! its worker claims what is due and finalizes or executes it through the one write path; its
+//! deliverer sends the notification feed's webhooks. Any number of finalizers may run: leases
+//! spread the work, and the store makes every step happen once.
 
 pub mod due;
 pub mod webhooks;

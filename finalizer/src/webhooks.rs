@@ -1,4 +1,4 @@
-//! Webhook delivery (DESIGN §4 "Notifications"): claims due deliveries (a lease taken with
+//! Webhook delivery (ADR 0005): claims due deliveries (a lease taken with
 //! `FOR UPDATE SKIP LOCKED`, so two finalizers never send the same attempt at once), POSTs each
 //! notification's body signed Standard Webhooks style (`webhook-id`, `webhook-timestamp`,
 //! `webhook-signature: v1a,…`), logs every attempt, and retries anything but a 2xx with capped

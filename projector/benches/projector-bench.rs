@@ -37,6 +37,9 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "projector-bench")]
 struct Args {
+    /// Passed by `cargo bench` (which runs this); ignored.
+    #[arg(long = "bench", hide = true)]
+    _cargo_bench: bool,
     /// Events in the log (the rebuild runs over all of them; at least 1,000,000 for the figure
     /// the issue asks for).
     #[arg(long, default_value_t = 1_000_000)]

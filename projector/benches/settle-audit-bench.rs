@@ -31,6 +31,9 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "settle-audit-bench")]
 struct Args {
+    /// Passed by `cargo bench` (which runs this); ignored.
+    #[arg(long = "bench", hide = true)]
+    _cargo_bench: bool,
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Events in the whole log (about).

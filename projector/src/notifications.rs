@@ -1,4 +1,4 @@
-//! The notifications projection (SPEC §7.7, §9.2, §9.3): who is told what about a settlement,
+//! The notifications projection (ADR 0005): who is told what about a settlement,
 //! as feed rows whose JSON body is exactly what a webhook delivery sends, plus the webhook URLs
 //! and a pending delivery per notification for the finalizer's deliverer.
 //!
@@ -34,11 +34,11 @@ const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x5e77_1e00_0000_4000_8000_
 /// What a notification is about: the `type` field of its body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A v2 settlement was staged: to each client enterprise it touches (SPEC §7.7).
+    /// A v2 settlement was staged: to each client enterprise it touches (ADR 0005).
     Staged,
-    /// The dispute window closed: to the partner, with the amounts that will execute (§9.2).
+    /// The dispute window closed: to the partner, with the amounts that will execute (ADR 0005).
     Finalized,
-    /// It executed: to the partner and every client enterprise it touches (§9.3).
+    /// It executed: to the partner and every client enterprise it touches (ADR 0005).
     Completed,
     /// Its execution failed (short currencies): to the same recipients as `Completed`.
     Failed,
@@ -1003,7 +1003,14 @@ mod tests {
             ),
             (json!("settlement.failed"), json!("failed"), json!(["BTC"]))
         );
-        assert!(b["reason"].as_str().is_some_and(|r| r.ends_with("in BTC")));
+        // The reason is the domain's, as the settlement's reply gives it.
+        assert_eq!(
+            b["reason"],
+            json!(events::domain::settlement::failure_reason(&[btc()]))
+        );
+        assert!(b["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("short in BTC")));
     }
 
     #[test]

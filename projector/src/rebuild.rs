@@ -1,4 +1,4 @@
-//! Rebuild and replay (DESIGN §4, ADR 0009): projections built from the event log in Postgres —
+//! Rebuild and replay (ADR 0009): projections built from the event log in Postgres —
 //! a keyset scan by position, decoded while the previous chunk is applied, never NATS — into a
 //! schema of their own at set-based speed, with a progress bar.
 //!

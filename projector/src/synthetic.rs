@@ -13,6 +13,7 @@ use events::domain::connection::{
     network_account_id_of, AllocationCleared, AllocationKind, AllocationRecord, AllocationReleased,
     ConnectionCreated, ConnectionUpdated, ReleaseReason,
 };
+use events::domain::connection_key::ConnectionKeySchema;
 use events::domain::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
 use events::domain::dispute::{
     CarriedClosure, ClosedBy, ClosuresAssigned, ClosuresJoined, DisputeClosed, DisputeRaised,
@@ -174,6 +175,7 @@ impl Generator {
                     top_up_window: None,
                     amount_format: AmountFormat::BaseUnits,
                     at,
+                    connection_key_schema: Some(ConnectionKeySchema::ALL[n % 4]),
                 }
                 .into(),
             ),
@@ -257,7 +259,7 @@ impl Generator {
                     partner_enterprise_id: self.partners[p].enterprise,
                     network_account_id: network_account_id_of(connection),
                     amount_format: AmountFormat::BaseUnits,
-                    connection_key: format!("acct-{n}-{p}"),
+                    connection_key: format!("acct-{n}-{p}").into(),
                     nonce: format!("n-{n}-{p}"),
                     proof: "00".repeat(64),
                     at,
@@ -403,6 +405,7 @@ impl Generator {
                         client_dispute_window: None,
                         top_up_window: Some(None),
                         at,
+                        connection_key_schema: None,
                     }
                     .into(),
                 )]

@@ -73,11 +73,15 @@ async fn stage_due(
 }
 
 fn start_finalizer(common: &CommonConfig) -> Result<tokio::process::Child> {
+    // `cargo bench` runs this from `target/release/deps`; the finalizer is in `target/release`.
     let exe = std::env::current_exe()?;
     let binary = exe
-        .parent()
-        .context("executable directory")?
-        .join("finalizer");
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("finalizer"))
+        .find(|candidate| candidate.is_file())
+        .context("no finalizer binary beside this one or in its parent directory")?;
     tokio::process::Command::new(&binary)
         .env("DATABASE_URL", &common.database_url)
         .env("NATS_URL", &common.nats_url)

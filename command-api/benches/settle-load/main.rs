@@ -25,6 +25,9 @@ const ADMIN: &str = "load-admin-token";
 #[derive(Parser, Debug)]
 #[command(about = "Settlement staging load generator")]
 struct Args {
+    /// Passed by `cargo bench` (which runs this); ignored.
+    #[arg(long = "bench", hide = true)]
+    _cargo_bench: bool,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
@@ -74,7 +77,7 @@ impl App {
     }
 }
 
-/// Signs `fields` plus `nonce` as SPEC §4 asks: the canonical payload, Ed25519.
+/// Signs `fields` plus `nonce` as docs/api/signatures.md describes: the canonical payload, Ed25519.
 fn signed(key: &SigningKey, mut fields: Value, path_ids: &[(&str, String)], nonce: &str) -> Value {
     fields["nonce"] = nonce.into();
     let mut payload_fields = fields.as_object().cloned().unwrap_or_default();

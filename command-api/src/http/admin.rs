@@ -1,15 +1,15 @@
-//! The admin API (SPEC §6.3): provisioning and operator actions, each an event-sourced command
+//! Admin API (docs/api/guide.md): provisioning and operator actions, each an event-sourced command
 //! through the one write path, authorized by the admin token. Create routes honour an
 //! `Idempotency-Key` header (ADR 0007); users can be disabled, enabled and given a new token.
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 use axum::{Extension, Json, Router};
 use events::codec::Actor;
 use events::domain::client::{client_id_of, Client, ClientRejection};
+use events::domain::connection_key::ConnectionKeySchema;
 use events::domain::custody::{Custody, DepositRejection};
 use events::domain::enterprise::{Enterprise, EnterpriseCommand, EnterpriseRejection};
 use events::domain::ids::IdempotencyKey;
@@ -33,7 +33,7 @@ use super::auth::{
 use super::body::{parse, JsonBody};
 use super::command::{run, run_replayable, CommandSpec, Decided, Reply};
 use super::context::RequestId;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::views;
 use crate::state::{sha256, AppState};
 
@@ -106,7 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let invalid = |message: String| ApiError::bad_request("invalid_idempotency_key", message);
+        let invalid = |message: String| ApiError::new(ErrorCode::InvalidIdempotencyKey, message);
         let mut values = parts.headers.get_all("idempotency-key").iter();
         let Some(value) = values.next() else {
             return Ok(Self(None));
@@ -161,19 +161,19 @@ fn enterprise_error(e: EnterpriseRejection) -> ApiError {
     let message = e.to_string();
     match e {
         EnterpriseRejection::NotFound | EnterpriseRejection::KeyNotFound => {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            ApiError::new(ErrorCode::NotFound, message)
         }
         EnterpriseRejection::AlreadyExists | EnterpriseRejection::KeyAlreadyRegistered => {
-            ApiError::conflict("already_exists", message)
+            ApiError::new(ErrorCode::AlreadyExists, message)
         }
-        EnterpriseRejection::TooManyKeys => ApiError::unprocessable("too_many_keys", message),
+        EnterpriseRejection::TooManyKeys => ApiError::new(ErrorCode::TooManyKeys, message),
         EnterpriseRejection::Input(e) => ApiError::input(e),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateEnterprise {
+pub(super) struct CreateEnterprise {
     name: String,
     #[serde(default)]
     oes_license: bool,
@@ -210,9 +210,9 @@ async fn create_enterprise(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SetLicense {
+pub(super) struct SetLicense {
     oes_license: bool,
 }
 
@@ -247,9 +247,9 @@ async fn set_license(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateUserRequest {
+pub(super) struct CreateUserRequest {
     name: String,
     enterprise_ids: Vec<Uuid>,
     #[serde(default)]
@@ -422,19 +422,17 @@ async fn with_token(response: Response, token: &str) -> Result<Response, ApiErro
 fn user_error(e: UserRejection) -> ApiError {
     let message = e.to_string();
     match e {
-        UserRejection::AlreadyExists => ApiError::conflict("already_exists", message),
+        UserRejection::AlreadyExists => ApiError::new(ErrorCode::AlreadyExists, message),
         UserRejection::NotFound => ApiError::not_found("user"),
-        UserRejection::EnterpriseNotFound => {
-            ApiError::unprocessable("enterprise_not_found", message)
-        }
-        UserRejection::TooManyEnterprises => ApiError::bad_request("invalid_request", message),
+        UserRejection::EnterpriseNotFound => ApiError::new(ErrorCode::EnterpriseNotFound, message),
+        UserRejection::TooManyEnterprises => ApiError::new(ErrorCode::InvalidRequest, message),
         UserRejection::Input(e) => ApiError::input(e),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RegisterKey {
+pub(super) struct RegisterKey {
     public_key: String,
 }
 
@@ -448,7 +446,7 @@ async fn register_key(
 ) -> Result<Response, ApiError> {
     let request: RegisterKey = parse(&body)?;
     let key = schemas::signing::PublicKey::parse_hex(&request.public_key)
-        .map_err(|err| ApiError::bad_request(err.code(), format!("publicKey: {err}")))?;
+        .map_err(|err| ApiError::new(ErrorCode::from(&err), format!("publicKey: {err}")))?;
     const ROUTE: &str = "register-key";
     let key_id = idempotency.new_id(ROUTE, &[e.as_bytes()]);
     let stream = enterprise_stream(e);
@@ -507,8 +505,8 @@ async fn revoke_key(
 /// Parses a window length in minutes: a JSON number ≥ 0 (fractions allowed) or null.
 fn window(value: Option<&Value>, field: &str) -> Result<Option<WindowMinutes>, ApiError> {
     let bad = || {
-        ApiError::bad_request(
-            "invalid_window",
+        ApiError::new(
+            ErrorCode::InvalidWindow,
             format!("{field} must be a number of minutes ≥ 0, or null"),
         )
     };
@@ -525,24 +523,39 @@ fn window(value: Option<&Value>, field: &str) -> Result<Option<WindowMinutes>, A
 fn partner_error(e: PartnerRejection) -> ApiError {
     let message = e.to_string();
     match e {
-        PartnerRejection::AlreadyExists => ApiError::conflict("already_exists", message),
+        PartnerRejection::AlreadyExists => ApiError::new(ErrorCode::AlreadyExists, message),
         PartnerRejection::NotFound => ApiError::not_found("partner"),
         PartnerRejection::Input(e) => ApiError::input(e),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RegisterPartner {
+pub(super) struct RegisterPartner {
     name: String,
     #[serde(default)]
     broker: bool,
     #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = 0.0)]
     client_dispute_window_minutes: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<f64>, minimum = 0.0)]
     top_up_window_minutes: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = super::contract::AmountFormat)]
     amount_format: AmountFormat,
+    /// The shape of connection key the partner's clients present (default `token`; ADR 0011).
+    #[serde(default)]
+    #[schema(value_type = Option<super::contract::ConnectionKeySchema>)]
+    connection_key_schema: Option<String>,
+}
+
+/// A partner's `connectionKeySchema`: one of the known schema names (an unknown one is 422
+/// `unsupported_connection_key_schema`, as on connect).
+fn key_schema(name: &str) -> Result<ConnectionKeySchema, ApiError> {
+    const FIELD: &str = "connectionKeySchema";
+    ConnectionKeySchema::parse_field(FIELD, name)
+        .map_err(|e| super::network::connection_key_error(e, FIELD))
 }
 
 async fn register_partner(
@@ -559,6 +572,12 @@ async fn register_partner(
         "clientDisputeWindowMinutes",
     )?;
     let top_up_window = window(request.top_up_window_minutes.as_ref(), "topUpWindowMinutes")?;
+    let connection_key_schema = request
+        .connection_key_schema
+        .as_deref()
+        .map(key_schema)
+        .transpose()?
+        .unwrap_or_default();
     let partner_id = partner_id_of(e);
     let (enterprise, stream) = (enterprise_stream(e), partner_stream(partner_id));
     const ROUTE: &str = "register-partner";
@@ -579,6 +598,7 @@ async fn register_partner(
             client_dispute_window,
             top_up_window,
             amount_format: request.amount_format,
+            connection_key_schema,
         };
         on_stream(
             loaded,
@@ -604,13 +624,18 @@ async fn update_partner(
     Path(partner_id): Path<Uuid>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let allowed = ["active", "clientDisputeWindowMinutes", "topUpWindowMinutes"];
+    let allowed = [
+        "active",
+        "clientDisputeWindowMinutes",
+        "topUpWindowMinutes",
+        "connectionKeySchema",
+    ];
     if let Some(unknown) = body
         .as_object()
         .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
     {
-        return Err(ApiError::bad_request(
-            "invalid_request",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
             format!("invalid request: unknown field `{unknown}`"),
         ));
     }
@@ -618,8 +643,8 @@ async fn update_partner(
         None => None,
         Some(Value::Bool(b)) => Some(*b),
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
                 "active must be true or false",
             ))
         }
@@ -630,6 +655,18 @@ async fn update_partner(
     let top_up = tri_state(&body, "topUpWindowMinutes")
         .map(|v| window(v, "topUpWindowMinutes"))
         .transpose()?;
+    let connection_key_schema = match body.get("connectionKeySchema") {
+        None => None,
+        Some(Value::String(name)) => Some(key_schema(name)?),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "connectionKeySchema must be a schema name (token, tokenAndSignature, \
+                 apiKeyAndSecret, clearloop)",
+            )
+            .with_detail("field", "connectionKeySchema".into()))
+        }
+    };
     let stream = partner_stream(partner_id);
     let spec = admin_command(
         "update-partner",
@@ -642,6 +679,7 @@ async fn update_partner(
             active,
             client_dispute_window: dispute,
             top_up_window: top_up,
+            connection_key_schema,
         };
         on_stream(
             loaded,
@@ -674,8 +712,8 @@ async fn register_client(
     run(&state, &request_id, spec, |loaded, at| {
         require_enterprise(loaded, &enterprise)?;
         let already = |ClientRejection::AlreadyExists| {
-            ApiError::conflict(
-                "already_exists",
+            ApiError::new(
+                ErrorCode::AlreadyExists,
                 "the enterprise already has a client record",
             )
         };
@@ -690,9 +728,9 @@ async fn register_client(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct DepositRequest {
+pub(super) struct DepositRequest {
     currency: String,
     quantity: String,
     external_id: String,
@@ -708,13 +746,13 @@ async fn deposit(
 ) -> Result<Response, ApiError> {
     let request: DepositRequest = parse(&body)?;
     let currency = CurrencyCode::parse(&request.currency)
-        .map_err(|err| ApiError::bad_request(err.code(), format!("currency: {err}")))?;
+        .map_err(|err| ApiError::new(ErrorCode::from(&err), format!("currency: {err}")))?;
     let decimals = state
         .currencies
         .decimals_of(&currency)
-        .map_err(|err| ApiError::bad_request(err.code(), err.to_string()))?;
+        .map_err(|err| ApiError::new(ErrorCode::from(&err), err.to_string()))?;
     let quantity = parse_amount(&request.quantity, AmountFormat::BaseUnits, decimals)
-        .map_err(|err| ApiError::bad_request(err.code(), format!("quantity: {err}")))?;
+        .map_err(|err| ApiError::new(ErrorCode::from(&err), format!("quantity: {err}")))?;
     let (enterprise, stream) = (enterprise_stream(e), custody_stream(e));
     // Idempotent on externalId: without a key, the command's identity is the enterprise and
     // externalId; with one, the key's (and the custody stream still refuses a second deposit
@@ -771,10 +809,10 @@ fn deposit_error(e: DepositRejection) -> ApiError {
     let message = e.to_string();
     match e {
         DepositRejection::ExistsWithDifferentAmount(_) => {
-            ApiError::conflict("idempotency_conflict", message)
+            ApiError::new(ErrorCode::IdempotencyConflict, message)
         }
-        DepositRejection::Money(m) => ApiError::bad_request(m.code(), message),
-        DepositRejection::NotPositive => ApiError::bad_request("invalid_request", message),
+        DepositRejection::Money(m) => ApiError::new(ErrorCode::from(&m), message),
+        DepositRejection::NotPositive => ApiError::new(ErrorCode::InvalidRequest, message),
         DepositRejection::Input(e) => ApiError::input(e),
     }
 }

@@ -1,4 +1,4 @@
-//! The audit API (SPEC §6.4, ADR 0010): read-only routes for the operator (admin token, every
+//! The audit API (ADR 0010): read-only routes for the operator (admin token, every
 //! enterprise) and for users flagged `auditor` (the enterprises they are members of). One layer
 //! authenticates and records every read before its answer leaves; handlers parse, ask
 //! `events::audit` and render.
@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::auth::{self, bearer, fold, Admin, Caller};
 use super::context::RequestId;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::{disputes, settlements};
 use crate::state::{sha256, AppState};
 
@@ -114,7 +114,7 @@ fn audit_error(e: AuditError) -> ApiError {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_query", message)
+    ApiError::new(ErrorCode::InvalidQuery, message)
 }
 
 /// The admin token sees everything; a user token must be an auditor's (403 for any other user).
@@ -140,13 +140,13 @@ async fn authenticate(
             scope,
         }),
         Err(r @ AuditorRejection::Unauthenticated) => {
-            Err(ApiError::unauthorized("unauthenticated", message(r)))
+            Err(ApiError::new(ErrorCode::Unauthenticated, message(r)))
         }
         Err(r @ AuditorRejection::UserDisabled) => {
-            Err(ApiError::unauthorized("user_disabled", message(r)))
+            Err(ApiError::new(ErrorCode::UserDisabled, message(r)))
         }
         Err(r @ AuditorRejection::NotAnAuditor) => {
-            Err(ApiError::forbidden("not_an_auditor", message(r)))
+            Err(ApiError::new(ErrorCode::NotAnAuditor, message(r)))
         }
     }
 }
@@ -309,8 +309,8 @@ async fn position_of(
         .transpose()?;
     match (at, as_of) {
         (Some(_), Some(_)) => Err(invalid("give atPosition or asOf, not both")),
-        (Some(p), None) if p > head_position => Err(ApiError::bad_request(
-            "position_ahead_of_log",
+        (Some(p), None) if p > head_position => Err(ApiError::new(
+            ErrorCode::PositionAheadOfLog,
             format!("atPosition {p} is past the log's head {head_position}"),
         )),
         (Some(p), None) => Ok((p, recorded_at(s, p).await?)),

@@ -1,4 +1,4 @@
-//! Authentication: bearer tokens (stored only as SHA-256), the admin token, and the SPEC §2
+//! Authentication: bearer tokens (stored only as SHA-256), the admin token, and the access
 //! checks for network routes, decided by `events::domain::access` on freshly loaded streams —
 //! so a user, key or licence change takes effect on the very next request.
 
@@ -13,7 +13,7 @@ use events::domain::{DomainEvent, StreamName};
 use events::store::Loaded;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::state::{sha256, AppState};
 
 /// Prefix of every user access token: `st_<user id>_<secret>`.
@@ -39,7 +39,10 @@ pub(super) fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 fn unauthenticated() -> ApiError {
-    ApiError::unauthorized("unauthenticated", "missing or unknown access token")
+    ApiError::new(
+        ErrorCode::Unauthenticated,
+        "missing or unknown access token",
+    )
 }
 
 /// A new access token for `user_id` from 32 random bytes; returns the token and its digest.
@@ -82,8 +85,8 @@ impl FromRequestParts<AppState> for Admin {
         let presented = bearer(parts).map(|t| sha256(t.as_bytes()));
         match (state.admin_token_hash, presented) {
             (Some(expected), Some(presented)) if expected == presented => Ok(Admin),
-            _ => Err(ApiError::unauthorized(
-                "unauthenticated",
+            _ => Err(ApiError::new(
+                ErrorCode::Unauthenticated,
                 "missing or wrong admin token",
             )),
         }
@@ -137,7 +140,7 @@ pub struct Access {
     pub client: Client,
 }
 
-/// Runs the SPEC §2 checks on loaded streams.
+/// Runs the access checks of docs/api/guide.md on loaded streams.
 pub fn check(
     loaded: &Loaded,
     caller: &Caller,
@@ -206,12 +209,12 @@ pub async fn authorize_with(
 pub fn access_error(rejection: AccessRejection) -> ApiError {
     let message = rejection.to_string();
     match rejection {
-        AccessRejection::Unauthenticated => ApiError::unauthorized("unauthenticated", message),
-        AccessRejection::UserDisabled => ApiError::unauthorized("user_disabled", message),
-        AccessRejection::NotMember => ApiError::unauthorized("not_a_member", message),
-        AccessRejection::NoLicense => ApiError::forbidden("no_oes_license", message),
-        AccessRejection::NoPartner => ApiError::forbidden("no_partner_record", message),
-        AccessRejection::PartnerInactive => ApiError::forbidden("partner_inactive", message),
-        AccessRejection::NoClient => ApiError::forbidden("no_client_record", message),
+        AccessRejection::Unauthenticated => ApiError::new(ErrorCode::Unauthenticated, message),
+        AccessRejection::UserDisabled => ApiError::new(ErrorCode::UserDisabled, message),
+        AccessRejection::NotMember => ApiError::new(ErrorCode::NotAMember, message),
+        AccessRejection::NoLicense => ApiError::new(ErrorCode::NoOesLicense, message),
+        AccessRejection::NoPartner => ApiError::new(ErrorCode::NoPartnerRecord, message),
+        AccessRejection::PartnerInactive => ApiError::new(ErrorCode::PartnerInactive, message),
+        AccessRejection::NoClient => ApiError::new(ErrorCode::NoClientRecord, message),
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::consistency::position_token;
 use super::context::RequestId;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// The answer a command gives, stored as its outcome.
@@ -39,14 +39,15 @@ impl Reply {
         }
     }
 
-    /// A refusal that is nonetheless recorded (e.g. a released allocation).
-    pub fn refused(status: StatusCode, code: &str, message: &str, details: Value) -> Self {
+    /// A refusal that is nonetheless recorded (e.g. a released allocation), with its code's
+    /// status.
+    pub fn refused(code: ErrorCode, message: &str, details: Value) -> Self {
         let mut body = details.as_object().cloned().unwrap_or_default();
         body.insert("error".into(), message.into());
         Self {
-            status: status.as_u16(),
+            status: code.status().as_u16(),
             body: Value::Object(body),
-            code: Some(code.to_owned()),
+            code: Some(code.code().to_owned()),
         }
     }
 }
@@ -115,24 +116,22 @@ pub async fn run_replayable(
         Ok(Executed::Committed { outcome, txid }) => Ok((render(&outcome, txid)?, false)),
         Ok(Executed::Replayed { outcome, txid }) => Ok((render(&outcome, txid)?, true)),
         Ok(Executed::Rejected(error)) => Err(error),
-        Err(ExecuteError::RequestMismatch) => Err(ApiError::conflict(
-            "idempotency_conflict",
+        Err(ExecuteError::RequestMismatch) => Err(ApiError::new(
+            ErrorCode::IdempotencyConflict,
             "this request repeats an earlier one's identity with different content",
         )),
         Err(ExecuteError::NonceReused) => {
-            Err(ApiError::bad_request("nonce_reused", "nonce already used"))
+            Err(ApiError::new(ErrorCode::NonceReused, "nonce already used"))
         }
         Err(ExecuteError::Append(AppendError::EventTooLarge { bytes, .. })) => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event_too_large",
+            ErrorCode::EventTooLarge,
             format!(
                 "this request would record an event of {bytes} bytes; at most {} are allowed",
                 events::domain::limits::MAX_EVENT_BYTES
             ),
         )),
         Err(ExecuteError::Contention) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "contention",
+            ErrorCode::Contention,
             "too many concurrent changes; retry",
         )),
         Err(e) => Err(ApiError::internal(e)),
@@ -151,8 +150,12 @@ fn render(outcome: &[u8], txid: Option<i64>) -> Result<Response, ApiError> {
             .and_then(Value::as_str)
             .unwrap_or("refused")
             .to_owned();
-        let code = reply.code.as_deref().unwrap_or("refused");
-        let mut error = ApiError::new(status, leak_code(code), message);
+        let code = reply
+            .code
+            .as_deref()
+            .and_then(ErrorCode::from_code)
+            .unwrap_or(ErrorCode::Refused);
+        let mut error = ApiError::new(code, message).with_status(status);
         if let Value::Object(fields) = reply.body {
             for (k, v) in fields.into_iter().filter(|(k, _)| k != "error") {
                 error = error.with_detail(&k, v);
@@ -166,13 +169,4 @@ fn render(outcome: &[u8], txid: Option<i64>) -> Result<Response, ApiError> {
         }
     }
     Ok(response)
-}
-
-/// Error codes recorded in outcomes (`Reply::refused`) come from this fixed set; map them back
-/// to the static strings `ApiError` carries.
-fn leak_code(code: &str) -> &'static str {
-    match code {
-        "allocation_released" => "allocation_released",
-        _ => "refused",
-    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use sqlx::PgPool;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 
 /// Prefix of position tokens (opaque to clients).
 const TOKEN_PREFIX: &str = "tx-";
@@ -70,8 +70,8 @@ pub async fn wait_for_min_position(
         return Ok(());
     };
     let txid = value.to_str().ok().and_then(parse_token).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_min_position",
+        ApiError::new(
+            ErrorCode::InvalidMinPosition,
             "X-Min-Position is not a position token",
         )
     })?;
@@ -95,8 +95,7 @@ pub async fn wait_for_min_position(
 
 fn not_caught_up(consumer: &str) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        "read_not_caught_up",
+        ErrorCode::ReadNotCaughtUp,
         format!("the read models ({consumer}) do not reflect the write in X-Min-Position yet; retry later"),
     )
     .with_header(

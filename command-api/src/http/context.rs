@@ -7,14 +7,13 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use axum::response::Response;
 use futures::FutureExt;
 use tracing::Instrument;
 
-use super::error::{self, ApiError};
+use super::error::{self, ApiError, ErrorCode};
 
 /// Longest request id accepted from a client.
 const REQUEST_ID_LEN_MAX: usize = 64;
@@ -39,7 +38,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     let started = Instant::now();
-    // A panic is a bug; the client still gets the SPEC's 500 body, and the process lives on.
+    // A panic is a bug; the client still gets the API's 500 error body, and the process lives on.
     let response = match AssertUnwindSafe(next.run(request).instrument(span))
         .catch_unwind()
         .await
@@ -48,8 +47,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         Err(_) => {
             tracing::error!(request_id = %id, "handler panicked");
             ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "the server failed to handle this request",
             )
             .into_response()

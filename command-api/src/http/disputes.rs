@@ -1,7 +1,8 @@
-//! Dispute routes (SPEC §6.2, §9.1, §9.4): clients raise, retract, amend and close disputes with
-//! signed requests; operators close them with adjusted transfers; both sides list them; and the
-//! operator's retry of a failed execution. Every change is a command on the disputed
-//! settlement's stream (and, for a closure that carries transfers, the partner's).
+//! Dispute routes (docs/api/lifecycle.md): clients raise, retract, amend and close disputes with
+//! signed requests; operators close them with adjusted transfers; both sides list them. Every
+//! change is a command on the disputed settlement's stream (and, for a closure that carries
+//! transfers, the partner's). A closure answers `{"disputeClosure": …}`, the other commands
+//! `{"dispute": …}`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,31 +15,31 @@ use axum::{Extension, Json, Router};
 use events::codec::Actor;
 use events::domain::connection::Connection;
 use events::domain::dispute::{
-    closure_amounts, Amounts, CloseDispute, ClosedBy, DisputeRecord, DisputeRejection,
-    RaiseDispute, Signed, UpdateDispute,
+    closure_command_id, closure_id_of, dispute_id_of, Amounts, CloseDispute, ClosedBy,
+    DisputeRejection, RaiseDispute, Signed, UpdateDispute,
 };
 use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
-use events::domain::settlement::{Settlement, SettlementRecord};
-use events::domain::{CommandId, DomainEvent, StreamName};
+use events::domain::settlement::Settlement;
+use events::domain::{DomainEvent, StreamName};
 use events::lifecycle;
 use events::store::Loaded;
 use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::auth::{self, connection_stream, fold, partner_stream, Admin, Caller, Role};
 use super::body::{parse, JsonBody, RawBody};
 use super::command::{run, CommandSpec, Decided, Reply};
 use super::context::RequestId;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::network::{
     nonce_command, own_fields, read_access, recheck, side, signed_spec, signing_error, verify,
 };
-use super::reads;
-use super::settlements::{load_settlement, page_of, retry, settlement_stream, Retrier};
-use super::views::time;
+use super::reads::{self, page_of};
+use super::retry::{load_settlement, settlement_stream};
+use super::views::{self, Owners, TransferState};
 use crate::state::{sha256, AppState};
 
 /// How often a dispute look-up polls the read model while it catches up (an unknown id costs
@@ -83,82 +84,28 @@ pub fn network_routes() -> Router<AppState> {
 }
 
 pub fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/disputes/{id}/close", post(admin_close))
-        .route("/settlements/{id}/retry", post(admin_retry))
+    Router::new().route("/disputes/{id}/close", post(admin_close))
 }
 
-/// SPEC §5's dispute object, from the settlement's own state.
-pub fn view(s: &SettlementRecord, d: &DisputeRecord, settled_in: Option<Uuid>) -> Value {
-    let mut v = json!({
-        "id": d.dispute_id,
-        "connectionId": d.connection_id,
-        "disputedSettlementId": s.staged.settlement_id,
-        "userId": d.user_id,
-        "expectedTransfers": amounts_json(&d.expected_transfers),
-        "retracted": d.retraction.is_some(),
-        "createdAt": time(d.created_at),
-        "updatedAt": time(d.updated_at),
-    });
-    if let Some(reason) = &d.reason {
-        v["reason"] = reason.clone().into();
-    }
-    if let Some(r) = &d.retraction {
-        v["retractedBy"] = r.by.to_string().into();
-        v["retractedAt"] = time(r.at).into();
-        if let Some(reason) = &r.reason {
-            v["retractedReason"] = reason.clone().into();
-        }
-    }
-    if let Some(c) = &d.closure {
-        v["disputeClosureId"] = c.closure_id.to_string().into();
-    }
-    if let Some(settled_in) = settled_in {
-        v["settledInSettlementId"] = settled_in.to_string().into();
-    }
-    v
-}
-
-fn closure_view(d: &DisputeRecord) -> Value {
-    let Some(c) = &d.closure else {
-        return Value::Null;
-    };
-    let adjusted = closure_amounts(d.connection_id, &c.adjusted_transfers);
-    json!({
-        "id": c.closure_id,
-        "closedBy": match c.closed_by { ClosedBy::Client => "client", ClosedBy::Admin => "admin" },
-        "userId": c.user_id,
-        "notes": c.notes,
-        "status": "approved",
-        "adjustedTransfers": amounts_json(&adjusted),
-        "createdAt": time(c.at),
-    })
-}
-
-fn amounts_json(amounts: &Amounts) -> Value {
-    let map: Map<String, Value> = amounts
-        .iter()
-        .map(|(c, q)| (c.as_str().to_owned(), Value::from(q.to_string())))
-        .collect();
-    Value::Object(map)
-}
+/// The dispute object (docs/api/guide.md); kept here for the routes that render it by name.
+pub use super::views::dispute as view;
 
 fn dispute_error(e: DisputeRejection) -> ApiError {
     let message = e.to_string();
     match e {
         DisputeRejection::SettlementNotFound => ApiError::not_found("settlement"),
         DisputeRejection::DisputeNotFound => ApiError::not_found("dispute"),
-        DisputeRejection::AlreadyDisputed => ApiError::conflict("already_disputed", message),
-        DisputeRejection::NotDisputable => ApiError::unprocessable("not_disputable", message),
-        DisputeRejection::WindowClosed => ApiError::unprocessable("dispute_window_closed", message),
-        DisputeRejection::WindowOpen => ApiError::unprocessable("dispute_window_open", message),
-        DisputeRejection::Finalizing => ApiError::conflict("settlement_finalizing", message),
-        DisputeRejection::Closed => ApiError::unprocessable("dispute_closed", message),
-        DisputeRejection::Retracted => ApiError::unprocessable("dispute_retracted", message),
+        DisputeRejection::AlreadyDisputed => ApiError::new(ErrorCode::AlreadyDisputed, message),
+        DisputeRejection::NotDisputable => ApiError::new(ErrorCode::NotDisputable, message),
+        DisputeRejection::WindowClosed => ApiError::new(ErrorCode::DisputeWindowClosed, message),
+        DisputeRejection::WindowOpen => ApiError::new(ErrorCode::DisputeWindowOpen, message),
+        DisputeRejection::Finalizing => ApiError::new(ErrorCode::SettlementFinalizing, message),
+        DisputeRejection::Closed => ApiError::new(ErrorCode::DisputeClosed, message),
+        DisputeRejection::Retracted => ApiError::new(ErrorCode::DisputeRetracted, message),
         DisputeRejection::ConnectionNotOurs
         | DisputeRejection::WrongConnection
         | DisputeRejection::NoAmounts
-        | DisputeRejection::ZeroAmount => ApiError::bad_request("invalid_dispute", message),
+        | DisputeRejection::ZeroAmount => ApiError::new(ErrorCode::InvalidDispute, message),
         DisputeRejection::Input(e) => ApiError::input(e),
     }
 }
@@ -170,22 +117,22 @@ fn parse_amounts(
     format: AmountFormat,
     currencies: &CurrencyTable,
 ) -> Result<Amounts, ApiError> {
-    let invalid = |m: String| ApiError::bad_request("invalid_dispute", m);
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidDispute, m);
     let map = value
         .as_object()
         .ok_or_else(|| invalid(format!("{field} must be an object")))?;
     let mut amounts: Amounts = Vec::with_capacity(map.len());
     for (currency, amount) in map {
         let code = CurrencyCode::parse(currency)
-            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{field}: {e}")))?;
         let decimals = currencies
             .decimals_of(&code)
-            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{field}: {e}")))?;
         let text = amount
             .as_str()
             .ok_or_else(|| invalid(format!("{field}.{currency}: an amount is a JSON string")))?;
         let quantity = parse_nonzero_amount(text, format, decimals)
-            .map_err(|e| ApiError::bad_request(e.code(), format!("{field}.{currency}: {e}")))?;
+            .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{field}.{currency}: {e}")))?;
         amounts.push((code, quantity));
     }
     amounts.sort();
@@ -193,7 +140,7 @@ fn parse_amounts(
     Ok(amounts)
 }
 
-/// What an event keeps of a signed request, for auditors (SPEC §4).
+/// What an event keeps of a signed request, for auditors (docs/api/signatures.md).
 pub(super) fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
     Signed {
         payload: signed.payload().to_owned(),
@@ -220,11 +167,12 @@ fn own_connection(
     Ok((connection, format))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RaiseRequest {
+pub(super) struct RaiseRequest {
     connection_id: Uuid,
     reason: Option<String>,
+    #[schema(value_type = HashMap<String, String>)]
     expected_transfers: Value,
 }
 
@@ -271,7 +219,7 @@ async fn raise(
     let signed = SignedRequest::parse(&body, &[("settlementId", settlement_id.to_string())])
         .map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
-    let dispute_id = Uuid::new_v5(&settlement_id, request.connection_id.as_bytes());
+    let dispute_id = dispute_id_of(settlement_id, request.connection_id);
     let by = SignedBy {
         caller: &caller,
         e,
@@ -287,7 +235,7 @@ async fn raise(
         &request_id,
         by,
         (settlement_id, dispute_id),
-        streams,
+        (streams, Answer::Dispute),
         |loaded, current, at| {
             let (connection, _) = own_connection(loaded, e, request.connection_id)?;
             let raise = RaiseDispute {
@@ -317,13 +265,13 @@ struct SignedBy<'a> {
 
 /// A signed client command on a dispute's settlement: the access streams plus `streams` are
 /// loaded, access and the key re-checked, and `decide` runs on the settlement; the answer is
-/// the dispute as the command leaves it.
+/// `answer_with` of the dispute as the command leaves it.
 async fn client_command(
     state: &AppState,
     request_id: &RequestId,
     by: SignedBy<'_>,
     (settlement_id, dispute_id): (Uuid, Uuid),
-    streams: Vec<StreamName>,
+    (streams, answer_with): (Vec<StreamName>, Answer<'_>),
     decide: impl Fn(&Loaded, &Settlement, Timestamp) -> Result<Vec<DomainEvent>, ApiError>,
 ) -> Result<Response, ApiError> {
     let SignedBy {
@@ -343,13 +291,26 @@ async fn client_command(
             Settlement::evolve,
         );
         let events = decide(loaded, &current, at)?;
-        answer(current, events, dispute_id)
+        answer(current, events, dispute_id, &answer_with)
     })
     .await
 }
 
-/// The settlement after `events`, answered with dispute `dispute_id` (and its closure).
-fn answer(current: Settlement, events: Vec<DomainEvent>, dispute_id: Uuid) -> Decided {
+/// What a dispute command answers with.
+enum Answer<'a> {
+    /// `{"dispute": …}`: raising, retracting, amending.
+    Dispute,
+    /// `{"disputeClosure": …}`: closing; `Owners` of every connection its transfers may name.
+    Closure(&'a Owners),
+}
+
+/// The settlement after `events`, answered with dispute `dispute_id` or with its closure.
+fn answer(
+    current: Settlement,
+    events: Vec<DomainEvent>,
+    dispute_id: Uuid,
+    answer_with: &Answer<'_>,
+) -> Decided {
     let after = events.iter().fold(current, Settlement::evolve);
     let record = after
         .record()
@@ -357,11 +318,63 @@ fn answer(current: Settlement, events: Vec<DomainEvent>, dispute_id: Uuid) -> De
     let d = record
         .dispute(dispute_id)
         .ok_or_else(|| ApiError::not_found("dispute"))?;
-    let mut v = view(record, d, None);
-    if d.closure.is_some() {
-        v["disputeClosure"] = closure_view(d);
+    let body = match answer_with {
+        Answer::Dispute => json!({ "dispute": view(record, d, None) }),
+        Answer::Closure(owners) => {
+            let closure = d
+                .closure
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("closed dispute without closure"))?;
+            // Its transfers wait for the partner's next v2 settlement.
+            let state = TransferState {
+                settlement_id: None,
+                closure_id: Some(closure.closure_id),
+                partner_enterprise_id: record.staged.partner_enterprise_id,
+                status: "pending_settlement_assignment",
+                created_at: closure.at,
+                updated_at: closure.at,
+            };
+            let transfers = closure
+                .adjusted_transfers
+                .iter()
+                .map(|t| views::transfer(t, &state, owners))
+                .collect::<Option<Vec<Value>>>()
+                .ok_or_else(|| ApiError::internal("a closure names a connection not loaded"))?;
+            json!({ "disputeClosure": views::closure(d, transfers) })
+        }
+    };
+    Ok((lifecycle::route(events), Reply::ok(body)))
+}
+
+/// The owners of every connection a closure of `dispute_id` can carry a transfer of: those of
+/// the settlement's transfers touching the dispute's connection. Read before the command (they
+/// are facts fixed at the connections' creation), so the command decides on no more streams.
+async fn closure_owners(
+    state: &AppState,
+    settlement: &Settlement,
+    dispute_id: Uuid,
+) -> Result<Owners, ApiError> {
+    let Some((record, connection)) = settlement
+        .record()
+        .and_then(|r| Some((r, r.dispute(dispute_id)?.connection_id)))
+    else {
+        return Ok(Owners::new());
+    };
+    let mut ids = std::collections::BTreeSet::from([connection]);
+    for t in record.all_transfers() {
+        let i = &t.instruction;
+        if i.destination == connection || i.source == Some(connection) {
+            ids.insert(i.destination);
+            ids.extend(i.source);
+        }
     }
-    Ok((lifecycle::route(events), Reply::ok(json!({ "dispute": v }))))
+    let streams: Vec<StreamName> = ids.iter().map(|id| connection_stream(*id)).collect();
+    let loaded = auth::load(state, &streams).await?;
+    let connections: Vec<Connection> = streams
+        .iter()
+        .map(|s| fold(&loaded, s, Connection::evolve))
+        .collect();
+    Ok(views::owners(&connections))
 }
 
 async fn raise_signing(
@@ -407,12 +420,14 @@ async fn locate(state: &AppState, dispute_id: Uuid) -> Result<Uuid, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateRequest {
+#[schema(as = DisputeUpdateRequest)]
+pub(super) struct UpdateRequest {
     connection_id: Uuid,
     retracted: bool,
     reason: Option<String>,
+    #[schema(value_type = Option<HashMap<String, String>>)]
     expected_transfers: Option<Value>,
 }
 
@@ -486,7 +501,7 @@ async fn update(
         &request_id,
         by,
         (settlement_id, dispute_id),
-        streams,
+        (streams, Answer::Dispute),
         |_, current, at| {
             let update = UpdateDispute {
                 dispute_id,
@@ -523,9 +538,9 @@ async fn update_signing(
     Ok(Json(json!({ "payload": payload })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CloseRequest {
+pub(super) struct CloseRequest {
     notes: String,
 }
 
@@ -534,11 +549,6 @@ fn close_path_ids(e: Uuid, dispute_id: Uuid) -> [(&'static str, String); 2] {
         ("enterpriseId", e.to_string()),
         ("disputeId", dispute_id.to_string()),
     ]
-}
-
-/// One closure per dispute: its id follows from the dispute's.
-fn closure_id_of(dispute_id: Uuid) -> Uuid {
-    Uuid::new_v5(&dispute_id, b"closure")
 }
 
 /// The streams a closure decides on: the settlement and, for queued transfers, the partner.
@@ -571,12 +581,13 @@ async fn close(
         key_id,
     };
     let streams = closure_streams(&settlement, settlement_id);
+    let owners = closure_owners(&state, &settlement, dispute_id).await?;
     client_command(
         &state,
         &request_id,
         by,
         (settlement_id, dispute_id),
-        streams,
+        (streams, Answer::Closure(&owners)),
         |_, current, at| {
             let close = CloseDispute {
                 dispute_id,
@@ -608,10 +619,11 @@ async fn close_signing(
     Ok(Json(json!({ "payload": payload })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AdminCloseRequest {
+pub(super) struct AdminCloseRequest {
     notes: String,
+    #[schema(value_type = HashMap<String, String>)]
     adjusted_transfers: Value,
 }
 
@@ -632,19 +644,20 @@ async fn admin_close(
         .ok_or_else(|| ApiError::not_found("dispute"))?;
     let connection_stream = connection_stream(connection_id);
     let loaded = auth::load(&state, std::slice::from_ref(&connection_stream)).await?;
-    let format = fold::<Connection>(&loaded, &connection_stream, Connection::evolve)
+    let connection = fold::<Connection>(&loaded, &connection_stream, Connection::evolve);
+    let format = connection
         .record()
         .map_or(AmountFormat::BaseUnits, |c| c.amount_format);
+    // An operator's adjusted transfers are party-shaped: to the dispute's connection only.
+    let owners = views::owners([&connection]);
     let adjusted = parse_amounts(
         &request.adjusted_transfers,
         "adjustedTransfers",
         format,
         &state.currencies,
     )?;
-    // One closure per dispute: a repeat of the same closure answers as the first time.
-    let id = CommandId::derive("dispute-close", &[dispute_id.as_bytes()]);
     let spec = CommandSpec {
-        id,
+        id: closure_command_id(dispute_id),
         request_hash: sha256(body.to_string().as_bytes()),
         nonce: None,
         streams: closure_streams(&settlement, settlement_id),
@@ -672,18 +685,9 @@ async fn admin_close(
                 at,
             )
             .map_err(dispute_error)?;
-        answer(current, events, dispute_id)
+        answer(current, events, dispute_id, &Answer::Closure(&owners))
     })
     .await
-}
-
-async fn admin_retry(
-    _: Admin,
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path(settlement_id): Path<Uuid>,
-) -> Result<Response, ApiError> {
-    retry(&state, &request_id, Retrier::Admin, settlement_id).await
 }
 
 async fn list<const PARTNER: bool>(

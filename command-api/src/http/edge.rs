@@ -1,7 +1,7 @@
 //! The HTTP edge: the limits every API request meets before a handler runs — a whole-request
 //! timeout, a body-read timeout, a cap on requests in flight that sheds the excess with 503, and
 //! rate limits per access token (per address for requests without one) that answer 429. Each
-//! refusal carries `Retry-After` and the SPEC error body (rendered by `context`). The header-read
+//! refusal carries `Retry-After` and the API error body (rendered by `context`). The header-read
 //! timeout is the server's (`events::service::serve_with`). Operations routes are not limited.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tower::ServiceBuilder;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::state::sha256;
 
 /// Defaults of the edge limits; each is configurable (see `EdgeConfig`).
@@ -184,8 +184,7 @@ fn retry_after(mut response: Response, wait: Duration) -> Response {
 
 fn rate_limited(wait: Duration) -> Response {
     let refusal = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        ErrorCode::RateLimited,
         "too many requests; retry after the time in Retry-After",
     );
     retry_after(refusal.into_response(), wait)
@@ -224,8 +223,7 @@ async fn rate_limit(
 
 async fn shed(_: tower::BoxError) -> Response {
     let refusal = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
+        ErrorCode::Overloaded,
         "the server is handling as many requests as it takes; retry shortly",
     );
     retry_after(

@@ -1,5 +1,5 @@
-//! Network routes (SPEC §6.1–6.2) for clients and partners: signed commands checked in the
-//! SPEC's order (access 401/403 → validation 400 → signature 400/401 → business 409/422), their
+//! Network routes for clients and partners (docs/api/guide.md): signed commands checked in the
+//! documented order (access 401/403 → validation 400 → signature 400/401 → business 409/422), their
 //! `…/signing` twins, and reads from the read models with read-your-writes.
 
 use axum::extract::{Path, Query, State};
@@ -12,6 +12,7 @@ use events::domain::client::wallet_id_of;
 use events::domain::connection::{
     Allocate, AllocationKind, Connect, Connection, ConnectionRejection, UpdateConnection,
 };
+use events::domain::connection_key::{ConnectionKey, ConnectionKeyError, ConnectionKeySchema};
 use events::domain::custody::Custody;
 use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
 use events::domain::partner::Partner;
@@ -30,7 +31,7 @@ use super::command::{run, CommandSpec, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
 use super::disputes::signed_of;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::reads::{self, PageQuery, Side};
 use super::views;
 use crate::state::{sha256, AppState};
@@ -103,7 +104,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 pub(super) fn signing_error(e: SigningError) -> ApiError {
-    ApiError::bad_request(e.code(), e.to_string())
+    ApiError::new(ErrorCode::from(&e), e.to_string())
 }
 
 /// The request's own fields: the body without the signing envelope.
@@ -123,8 +124,8 @@ pub(super) fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, Ap
         .filter_map(|(id, bytes)| PublicKey::from_bytes(&bytes).ok().map(|k| (id, k)))
         .collect();
     signed.verify(&keys).ok_or_else(|| {
-        ApiError::unauthorized(
-            "invalid_signature",
+        ApiError::new(
+            ErrorCode::InvalidSignature,
             "the signature does not verify under any active key of the enterprise",
         )
     })
@@ -141,8 +142,8 @@ pub(super) fn recheck(
 ) -> Result<Access, ApiError> {
     let access = auth::check(loaded, caller, e, role)?;
     if !access.enterprise.active_keys().any(|(id, _)| id == key_id) {
-        return Err(ApiError::unauthorized(
-            "invalid_signature",
+        return Err(ApiError::new(
+            ErrorCode::InvalidSignature,
             "the signing key was revoked",
         ));
     }
@@ -182,14 +183,20 @@ fn connection_error(e: ConnectionRejection) -> ApiError {
         ConnectionRejection::NotFound => ApiError::not_found("connection"),
         ConnectionRejection::PartnerNotFound => ApiError::not_found("partner"),
         ConnectionRejection::PartnerInactive => {
-            ApiError::unprocessable("partner_inactive", message)
+            // 422 here (docs/api/guide.md, client routes); on the partner's own routes it is 403.
+            ApiError::new(ErrorCode::PartnerInactive, message)
+                .with_status(StatusCode::UNPROCESSABLE_ENTITY)
         }
-        ConnectionRejection::NoClient => ApiError::forbidden("no_client_record", message),
+        ConnectionRejection::KeySchemaMismatch { expected, .. } => {
+            ApiError::new(ErrorCode::ConnectionKeySchemaMismatch, message)
+                .with_detail("connectionKeySchema", expected.as_str().into())
+        }
+        ConnectionRejection::NoClient => ApiError::new(ErrorCode::NoClientRecord, message),
         ConnectionRejection::AlreadyExists | ConnectionRejection::ExternalIdReused(_) => {
-            ApiError::conflict("already_exists", message)
+            ApiError::new(ErrorCode::AlreadyExists, message)
         }
-        ConnectionRejection::Overflow => ApiError::bad_request("amount_overflow", message),
-        ConnectionRejection::NotPositive => ApiError::bad_request("invalid_request", message),
+        ConnectionRejection::Overflow => ApiError::new(ErrorCode::AmountOverflow, message),
+        ConnectionRejection::NotPositive => ApiError::new(ErrorCode::InvalidRequest, message),
         ConnectionRejection::Input(e) => ApiError::input(e),
     }
 }
@@ -201,12 +208,68 @@ fn on(
     events.into_iter().map(move |e| (stream.clone(), e))
 }
 
-#[derive(Deserialize)]
+/// A `connectionKey` refused before any business rule (ADR 0011): 400 naming the field, or 422
+/// `unsupported_connection_key_schema` for a schema this engine does not know. `field` is where
+/// the caller wrote the schema (`connectionKey.schema`, or an admin's `connectionKeySchema`).
+pub(super) fn connection_key_error(e: ConnectionKeyError, schema_field: &str) -> ApiError {
+    let message = e.to_string();
+    match e {
+        ConnectionKeyError::Input(e) => ApiError::input(e),
+        ConnectionKeyError::Invalid { field, .. } => ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("invalid request: {message}"),
+        )
+        .with_detail("field", field.into()),
+        ConnectionKeyError::UnsupportedSchema(_) => {
+            ApiError::new(ErrorCode::UnsupportedConnectionKeySchema, message)
+                .with_detail("field", schema_field.into())
+        }
+    }
+}
+
+/// The OpenAPI schema of `connectionKey`: an object of one of the four schemas, or a string
+/// (the `token` shorthand).
+fn connection_key_openapi() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let text = || ObjectBuilder::new().schema_type(Type::String);
+    let mut one_of = OneOfBuilder::new().item(text().description(Some(
+        "Shorthand of `{\"schema\":\"token\",\"connectionToken\":…}`.",
+    )));
+    for schema in ConnectionKeySchema::ALL {
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("schema", text().enum_values(Some([schema.as_str()])))
+            .required("schema");
+        for field in schema.fields() {
+            object = object.property(*field, text()).required(*field);
+        }
+        one_of =
+            one_of.item(object.additional_properties(Some(AdditionalProperties::FreeForm(false))));
+    }
+    one_of
+        .description(Some(
+            "The client's credential at the partner, in the partner's `connectionKeySchema`.",
+        ))
+        .build()
+        .into()
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ConnectRequest {
+pub(super) struct ConnectRequest {
     partner_id: Uuid,
     name: String,
-    connection_key: String,
+    /// An object tagged by `schema`, or a string meaning a `token` key (ADR 0011).
+    #[schema(schema_with = connection_key_openapi)]
+    connection_key: Value,
+}
+
+impl ConnectRequest {
+    /// The key, parsed and bounded by the domain's one rule.
+    fn key(&self) -> Result<ConnectionKey, ApiError> {
+        ConnectionKey::from_json(&self.connection_key)
+            .map_err(|e| connection_key_error(e, "connectionKey.schema"))
+    }
 }
 
 async fn connect(
@@ -219,6 +282,7 @@ async fn connect(
     let access = auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json().await?;
     let request: ConnectRequest = parse(&own_fields(&body))?;
+    let key = request.key()?;
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
     let id = nonce_command(e, &signed);
@@ -239,7 +303,7 @@ async fn connect(
         let command = Connect {
             connection_id,
             name: request.name.clone(),
-            connection_key: request.connection_key.clone(),
+            connection_key: key.clone(),
             nonce: nonce.clone(),
             proof: proof.clone(),
             signed: Some(kept.clone()),
@@ -265,15 +329,18 @@ async fn connect_signing(
 ) -> Result<Json<Value>, ApiError> {
     auth::authorize(&state, &caller, e, Role::Client).await?;
     let body = raw.json().await?;
-    let _: ConnectRequest = parse(&own_fields(&body))?;
+    let request: ConnectRequest = parse(&own_fields(&body))?;
+    // The twin refuses what the route refuses, so a client never signs a key it cannot send.
+    request.key()?;
     Ok(Json(
         json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateRequest {
+#[schema(as = ConnectionUpdateRequest)]
+pub(super) struct UpdateRequest {
     name: Option<String>,
     active: Option<bool>,
 }
@@ -343,16 +410,16 @@ async fn update_signing(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AmountRequest {
+pub(super) struct AmountRequest {
     currency: String,
     quantity: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AllocationRequest {
+pub(super) struct AllocationRequest {
     amount: AmountRequest,
     client_external_id: String,
     notes: Option<String>,
@@ -365,16 +432,16 @@ fn parse_allocation_amount(
     format: AmountFormat,
 ) -> Result<(CurrencyCode, i128), ApiError> {
     let currency = CurrencyCode::parse(&amount.currency)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.currency: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("amount.currency: {e}")))?;
     let decimals = state
         .currencies
         .decimals_of(&currency)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), e.to_string()))?;
     let quantity = parse_amount(&amount.quantity, format, decimals)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("amount.quantity: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("amount.quantity: {e}")))?;
     if quantity <= 0 {
-        return Err(ApiError::bad_request(
-            "invalid_amount",
+        return Err(ApiError::new(
+            ErrorCode::InvalidAmount,
             "amount.quantity must be positive",
         ));
     }
@@ -506,8 +573,7 @@ async fn move_funds(
         let reply = match decision.record.released {
             None => Reply::ok(json!({ "allocation": view })),
             Some(reason) => Reply::refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "allocation_released",
+                ErrorCode::AllocationReleased,
                 reason.sentence(),
                 json!({ "allocation": view }),
             ),

@@ -1,14 +1,20 @@
-//! Query routes' reads from the read models, rendered as SPEC §5 JSON by Postgres itself
-//! (`json_build_object`), with the SPEC's pagination (`pageSize`, `pageNumber`, `cursor`).
+//! Query routes' reads from the read models, rendered as the JSON of docs/api/guide.md by Postgres
+//! (`json_build_object`), with the API's pagination (`pageSize`, `pageNumber`, `cursor`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderValue};
+use events::domain::event::Timestamp;
+use events::domain::settlement::{Phase, SettlementApi, StatusKind};
+use events::domain::StreamName;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::consistency::{position_token, wait_for_min_position};
+use super::error::{ApiError, ErrorCode};
 
 /// Default and largest page.
 const PAGE_SIZE_DEFAULT: u32 = 100;
@@ -32,18 +38,59 @@ pub struct Page {
     pub offset: u64,
 }
 
+impl Page {
+    /// Every row: the lists embedded in one object (a settlement's transfers and disputes).
+    pub const ALL: Self = Self {
+        size: u32::MAX,
+        offset: 0,
+    };
+}
+
+/// The page a list route's query asks for (`pageSize`, `pageNumber`, `cursor`).
+pub fn page_of(query: &HashMap<String, String>) -> Result<Page, ApiError> {
+    let fields: serde_json::Map<String, Value> = ["pageSize", "pageNumber", "cursor"]
+        .iter()
+        .filter_map(|k| {
+            let number = |v: &String| {
+                v.parse::<u64>()
+                    .map_or_else(|_| Value::from(v.clone()), Value::from)
+            };
+            query.get(*k).map(|v| {
+                (
+                    (*k).to_owned(),
+                    if *k == "cursor" {
+                        Value::from(v.clone())
+                    } else {
+                        number(v)
+                    },
+                )
+            })
+        })
+        .collect();
+    let q: PageQuery = serde_json::from_value(Value::Object(fields)).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidPage,
+            "pageSize and pageNumber are numbers",
+        )
+    })?;
+    q.page()
+}
+
 impl PageQuery {
     pub fn page(&self) -> Result<Page, ApiError> {
         let size = self.page_size.unwrap_or(PAGE_SIZE_DEFAULT);
         if size == 0 || size > PAGE_SIZE_MAX {
-            return Err(ApiError::bad_request(
-                "invalid_page",
+            return Err(ApiError::new(
+                ErrorCode::InvalidPage,
                 format!("pageSize must be 1 to {PAGE_SIZE_MAX}"),
             ));
         }
         let offset = match &self.cursor {
             Some(cursor) => decode_cursor(cursor).ok_or_else(|| {
-                ApiError::bad_request("invalid_cursor", "cursor is not one this API issued")
+                ApiError::new(
+                    ErrorCode::InvalidCursor,
+                    "cursor is not one this API issued",
+                )
             })?,
             None => u64::from(self.page_number.unwrap_or(0)) * u64::from(size),
         };
@@ -139,12 +186,13 @@ pub async fn allocations(
     page: Page,
 ) -> Result<Vec<Value>, ApiError> {
     let sql = format!(
-        "SELECT json_build_object(
+        "SELECT (json_build_object(
             'id', id, 'type', type, 'amount', json_build_object('currency', currency, 'quantity', quantity::text),
             'connectionId', connection_id, 'clientExternalId', client_external_id, 'initiatedBy', initiated_by,
-            'notes', notes, 'status', status, 'reason', reason, 'retriable', status = 'released',
+            'status', status, 'reason', reason, 'retriable', status = 'released',
             'createdAt', to_char(created_at AT TIME ZONE 'UTC', {TIME}),
-            'updatedAt', to_char(updated_at AT TIME ZONE 'UTC', {TIME}))::text
+            'updatedAt', to_char(updated_at AT TIME ZONE 'UTC', {TIME}))::jsonb
+          || CASE WHEN notes IS NULL THEN '{{}}'::jsonb ELSE jsonb_build_object('notes', notes) END)::text
          FROM rm_allocations WHERE {} = $1 AND ($2::uuid IS NULL OR id = $2)
          ORDER BY created_at, id LIMIT $3 OFFSET $4",
         side.column().0
@@ -156,7 +204,7 @@ fn balance_entry(available: String, held: String) -> Value {
     json!({"available": available, "held": held})
 }
 
-/// The SPEC balances object: the enterprise's custody balances and each connection's.
+/// The balances object (docs/api/guide.md): custody balances and each connection's.
 pub async fn balances(pool: &PgPool, side: Side, wallet_id: Uuid) -> Result<Value, ApiError> {
     let custody: Vec<(String, String, String)> =
         sqlx::query_as("SELECT currency, available::text, held::text FROM rm_balances WHERE account_id = $1 ORDER BY currency")
@@ -204,23 +252,25 @@ pub async fn balances(pool: &PgPool, side: Side, wallet_id: Uuid) -> Result<Valu
     Ok(json!({"balances": balances, "networkBalances": network}))
 }
 
-/// SQL of a settlement object (`s` is `rm_settlements`); `reason`, `finalizedAt` and `cutoffAt`
-/// appear only when they apply, as in command replies.
+/// Keys of a settlement row that only feed its `phase` (`with_phase`), never shown.
+const PHASE_API: &str = "_api";
+const PHASE_FINALIZED: &str = "_finalized";
+
+/// SQL of a settlement object (`s` is `rm_settlements`); `notes`, `reason`, `finalizedAt` and
+/// `cutoffAt` appear only when they apply, as in command replies. `phase` is not SQL's: the
+/// row carries what it depends on under `PHASE_API` and `PHASE_FINALIZED`, and `with_phase`
+/// computes it with the domain's one definition.
 fn settlement_json() -> String {
     format!(
-        "(jsonb_build_object(
+        "(jsonb_strip_nulls(jsonb_build_object(
             'id', s.id, 'partnerId', s.partner_id, 'externalId', s.external_id, 'status', s.status,
             'settlementType', 'offchain', 'reconciled', false, 'initiatedBy', s.initiated_by, 'notes', s.notes,
             'createdAt', to_char(s.created_at AT TIME ZONE 'UTC', {TIME}),
             'updatedAt', to_char(s.updated_at AT TIME ZONE 'UTC', {TIME}),
             'disputed', s.disputed, 'lossSLAAlertSent', false, 'gainSLAAlertSent', false,
-            'phase', CASE WHEN s.status = 'completed' THEN 'done'
-                          WHEN s.status = 'failed' OR s.api = 'v1' THEN 'executing'
-                          WHEN NOT s.finalized THEN 'awaitingDisputes'
-                          WHEN now() < s.top_up_window_ends_at THEN 'toppingUp'
-                          ELSE 'executing' END,
+            '{PHASE_API}', s.api, '{PHASE_FINALIZED}', s.finalized,
             'disputeWindowEndsAt', to_char(s.dispute_window_ends_at AT TIME ZONE 'UTC', {TIME}),
-            'topUpWindowEndsAt', to_char(s.top_up_window_ends_at AT TIME ZONE 'UTC', {TIME}))
+            'topUpWindowEndsAt', to_char(s.top_up_window_ends_at AT TIME ZONE 'UTC', {TIME})))
           || CASE WHEN s.cutoff_at IS NULL THEN '{{}}'::jsonb
                   ELSE jsonb_build_object('cutoffAt', to_char(s.cutoff_at AT TIME ZONE 'UTC', {TIME})) END
           || CASE WHEN s.reason IS NULL THEN '{{}}'::jsonb ELSE jsonb_build_object('reason', s.reason) END
@@ -245,7 +295,7 @@ fn transfer_json() -> String {
     )
 }
 
-/// SQL of a dispute object with its closure embedded (`d` is `rm_disputes`).
+/// SQL of a dispute object with its closure embedded once closed (`d` is `rm_disputes`).
 fn dispute_json() -> String {
     format!(
         "jsonb_strip_nulls(jsonb_build_object(
@@ -257,19 +307,19 @@ fn dispute_json() -> String {
             'settledInSettlementId', d.settled_in_settlement_id,
             'createdAt', to_char(d.created_at AT TIME ZONE 'UTC', {TIME}),
             'updatedAt', to_char(d.updated_at AT TIME ZONE 'UTC', {TIME})))
-         || jsonb_build_object('retracted', d.retracted,
-            'disputeClosure', (SELECT jsonb_build_object(
+         || jsonb_build_object('retracted', d.retracted)
+         || coalesce((SELECT jsonb_build_object('disputeClosure', jsonb_build_object(
                 'id', c.id, 'closedBy', c.closed_by, 'userId', c.user_id, 'notes', c.notes, 'status', 'approved',
                 'adjustedTransfers', c.adjusted_transfers,
                 'adjustedSettlementTransfers', coalesce((SELECT jsonb_agg({} ORDER BY t.ordinal)
                      FROM rm_settlement_transfers t WHERE t.dispute_closure_id = c.id), '[]'::jsonb),
-                'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', {TIME}))
-              FROM rm_dispute_closures c WHERE c.id = d.dispute_closure_id))",
+                'createdAt', to_char(c.created_at AT TIME ZONE 'UTC', {TIME})))
+              FROM rm_dispute_closures c WHERE c.id = d.dispute_closure_id), '{{}}'::jsonb)",
         transfer_json()
     )
 }
 
-/// The filters of a dispute list (SPEC §6.1).
+/// The filters of a dispute list (docs/api/guide.md, "Lists: paging and filters").
 #[derive(Debug, Default)]
 pub struct DisputeFilter {
     pub settlement_ids: Option<Vec<Uuid>>,
@@ -287,8 +337,8 @@ fn flag(
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_filter",
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidFilter,
             format!("{key} must be true or false"),
         )),
     }
@@ -340,7 +390,7 @@ pub async fn disputes(
     decode(rows)
 }
 
-/// The filters of a settlement list (SPEC §6.1), from comma-separated query values.
+/// The filters of a settlement list (docs/api/guide.md), from comma-separated query values.
 #[derive(Debug, Default)]
 pub struct SettlementFilter {
     pub settlement_ids: Option<Vec<Uuid>>,
@@ -388,8 +438,8 @@ fn uuids(
         })
         .transpose()
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_filter",
+            ApiError::new(
+                ErrorCode::InvalidFilter,
                 format!("{key} must be comma-separated ids"),
             )
         })
@@ -404,8 +454,8 @@ fn instant(
         .map(|v| chrono::DateTime::parse_from_rfc3339(v).map(|t| t.to_utc()))
         .transpose()
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_filter",
+            ApiError::new(
+                ErrorCode::InvalidFilter,
                 format!("{key} must be an RFC 3339 timestamp"),
             )
         })
@@ -417,8 +467,8 @@ impl SettlementFilter {
             None | Some("false") => false,
             Some("true") => true,
             Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_filter",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidFilter,
                     "onlyShowDisputed must be true or false",
                 ))
             }
@@ -488,7 +538,98 @@ pub async fn settlements(
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    decode(rows)
+    let now = Timestamp(chrono::Utc::now().timestamp_micros());
+    decode(rows)?
+        .into_iter()
+        .map(|row| with_phase(row, now))
+        .collect()
+}
+
+/// A settlement row with its `phase` at `now` in place of the fields that feed it.
+fn with_phase(mut row: Value, now: Timestamp) -> Result<Value, ApiError> {
+    let fields = row
+        .as_object_mut()
+        .ok_or_else(|| ApiError::internal("a settlement row is not an object"))?;
+    let api = match fields.remove(PHASE_API).as_ref().and_then(Value::as_str) {
+        Some("v1") => SettlementApi::V1,
+        Some("v2") => SettlementApi::V2,
+        other => return Err(ApiError::internal(format!("settlement api {other:?}"))),
+    };
+    let finalized = fields
+        .remove(PHASE_FINALIZED)
+        .as_ref()
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let status = fields
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(StatusKind::parse)
+        .ok_or_else(|| ApiError::internal("settlement status"))?;
+    let top_up_ends = fields
+        .get("topUpWindowEndsAt")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| Timestamp(t.timestamp_micros()))
+        .ok_or_else(|| ApiError::internal("settlement topUpWindowEndsAt"))?;
+    let phase = Phase::of(api, status, finalized, top_up_ends, now);
+    fields.insert("phase".into(), phase.as_str().into());
+    Ok(row)
+}
+
+/// One settlement as its side sees it, if it exists.
+pub async fn settlement(
+    pool: &PgPool,
+    side: Side,
+    settlement_id: Uuid,
+) -> Result<Option<Value>, ApiError> {
+    let filter = SettlementFilter {
+        settlement_ids: Some(vec![settlement_id]),
+        ..Default::default()
+    };
+    Ok(
+        settlements(pool, side, &filter, Page { size: 1, offset: 0 })
+            .await?
+            .pop(),
+    )
+}
+
+/// Every dispute whose closure a settlement carries (`settlingDisputes`), as its side sees them.
+pub async fn settling_disputes(
+    pool: &PgPool,
+    side: Side,
+    settlement_id: Uuid,
+) -> Result<Vec<Value>, ApiError> {
+    let settling = DisputeFilter {
+        settled_in_settlement_ids: Some(vec![settlement_id]),
+        show_retracted: true,
+        ..Default::default()
+    };
+    disputes(pool, side, &settling, Page::ALL).await
+}
+
+/// The consumer group that projects the read models.
+pub const READ_MODELS: &str = "projector-read-models";
+
+/// The transaction of the latest event of `stream`: a write position covering its current state.
+pub async fn last_txid(pool: &PgPool, stream: &StreamName) -> Result<Option<i64>, ApiError> {
+    sqlx::query_scalar(
+        "SELECT txid FROM events WHERE category = $1 AND stream_id = $2
+         ORDER BY version DESC LIMIT 1",
+    )
+    .bind(stream.category())
+    .bind(stream.id())
+    .fetch_optional(pool)
+    .await
+    .map_err(ApiError::internal)
+}
+
+/// Waits (bounded, as a read with `X-Min-Position` does) until the read models reflect the write
+/// of transaction `txid`.
+pub async fn wait_reflected(pool: &PgPool, txid: i64, max: Duration) -> Result<(), ApiError> {
+    let mut headers = HeaderMap::new();
+    let token = HeaderValue::from_str(&position_token(txid)).map_err(ApiError::internal)?;
+    headers.insert("x-min-position", token);
+    wait_for_min_position(&headers, pool, READ_MODELS, max).await
 }
 
 /// Transfers of one settlement (partner: all; client: only its own), or — without a settlement —

@@ -1,48 +1,48 @@
-//! Partner settlement routes (SPEC §7–§8): v2 stages a settlement (liabilities held until the
+//! Partner settlement routes (docs/api/lifecycle.md): v2 stages a settlement (losses held until the
 //! finalizer executes it), v1 performs one at once; both signed, idempotent on
 //! (partner, externalId), all-or-nothing across the settlement's and every connection's stream.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use events::codec::Actor;
 use events::domain::connection::Connection;
 use events::domain::custody::Custody;
 use events::domain::dispute::CarriedClosure;
 use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
-use events::domain::partner::{Partner, PartnerCutoffAdvanced};
+use events::domain::partner::{Partner, PartnerRecord};
 use events::domain::settlement::{
-    self, failure_reason, Instruction, LifecycleRejection, Settlement, SettlementApi,
-    SettlementRecord, SettlementStaged, StageContext, StageRejection, Status, Transfer,
+    self, check_cutoff_given, check_route, settlement_id_of, staging_command_id, Instruction,
+    Settlement, SettlementApi, StageContext, StageRejection, StageRequest, Status,
 };
-use events::domain::{CommandId, StreamName};
-use events::lifecycle::{self, Step};
+use events::lifecycle;
 use events::store::Loaded;
 use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{self, connection_stream, custody_stream, fold, stream, Caller, Role};
+use super::auth::{self, connection_stream, custody_stream, fold, Caller, Role};
 use super::body::{parse, RawBody, MAX_BODY_BYTES_SETTLEMENT};
+use super::command::{run_replayable, Decided, Reply};
+use super::consistency::position_token;
+use super::context::RequestId;
+use super::error::{ApiError, ErrorCode};
+use super::network::{own_fields, read_access, recheck, side, signed_spec, signing_error, verify};
+use super::reads::{self, page_of, Side};
+use super::retry::{load_settlement, retry, settlement_stream, Retrier};
+use super::views::{self, Owners, TransferState};
+use crate::state::{sha256, AppState};
 
 /// The body of a settlement route: sized for the largest settlement supported.
 type SettlementBody = RawBody<MAX_BODY_BYTES_SETTLEMENT>;
-use super::command::{now, run, run_replayable, CommandSpec, Decided, Reply};
-use super::context::RequestId;
-use super::disputes;
-use super::error::ApiError;
-use super::network::{own_fields, read_access, recheck, side, signed_spec, signing_error, verify};
-use super::reads::{self, PageQuery, Side};
-use super::views::time;
-use crate::state::{sha256, AppState};
+
+/// The settlement object (docs/api/guide.md); kept here for the routes that render it by name.
+pub use super::views::settlement as view;
 
 pub fn routes() -> Router<AppState> {
     let partner = "/enterprises/{e}/partners";
@@ -78,16 +78,14 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-pub fn settlement_stream(settlement_id: Uuid) -> StreamName {
-    stream("settlement", settlement_id)
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SettlementRequest {
+pub(super) struct SettlementRequest {
     external_id: String,
     notes: Option<String>,
+    #[schema(schema_with = super::openapi::settlement_amounts_schema)]
     settlement_amounts: Value,
+    #[schema(format = DateTime)]
     cutoff_at: Option<String>,
 }
 
@@ -97,12 +95,12 @@ struct Parsed {
     notes: Option<String>,
     instructions: Vec<Instruction>,
     cutoff_at: Option<Timestamp>,
-    /// Hash of the settlement's own fields: the same body is the same settlement (SPEC §7.2).
+    /// Hash of the settlement's own fields: same body, same settlement (docs/api/guide.md).
     content_hash: [u8; 32],
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_settlement", message)
+    ApiError::new(ErrorCode::InvalidSettlement, message)
 }
 
 fn amount(
@@ -113,15 +111,15 @@ fn amount(
     currency: &str,
 ) -> Result<(CurrencyCode, i128), ApiError> {
     let code = CurrencyCode::parse(currency)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("{at}: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{at}: {e}")))?;
     let decimals = currencies
         .decimals_of(&code)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("{at}: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{at}: {e}")))?;
     let text = value
         .as_str()
         .ok_or_else(|| invalid(format!("{at}.{currency}: an amount is a JSON string")))?;
     let quantity = parse_nonzero_amount(text, format, decimals)
-        .map_err(|e| ApiError::bad_request(e.code(), format!("{at}.{currency}: {e}")))?;
+        .map_err(|e| ApiError::new(ErrorCode::from(&e), format!("{at}.{currency}: {e}")))?;
     Ok((code, quantity))
 }
 
@@ -129,7 +127,7 @@ fn connection_id(key: &str, at: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(key).map_err(|_| invalid(format!("{at}: {key} is not a connection id")))
 }
 
-/// Both shapes of `settlementAmounts` (SPEC §7): party `{connection: {currency: amount}}` and
+/// Both instruction shapes (docs/api/lifecycle.md): party `{connection: {currency: amount}}` and
 /// counterparty→party `{source: {destination: {currency: amount}}}`.
 fn instructions(
     amounts: &Value,
@@ -201,16 +199,16 @@ fn parse_request(
     // Bounded before anything else reads them (amounts are bounded by the body limit).
     settlement::check_input(&request.external_id, request.notes.as_deref(), 0)
         .map_err(ApiError::input)?;
-    let cutoff_at = match (api, &request.cutoff_at) {
-        (SettlementApi::V2, None) => return Err(invalid("cutoffAt is required")),
-        (SettlementApi::V1, Some(_)) => return Err(invalid("cutoffAt belongs to v2")),
-        (_, Some(text)) => {
-            let at = chrono::DateTime::parse_from_rfc3339(text)
-                .map_err(|_| invalid("cutoffAt must be an RFC 3339 timestamp"))?;
-            Some(Timestamp(at.timestamp_micros()))
-        }
-        (_, None) => None,
-    };
+    let cutoff_at = request
+        .cutoff_at
+        .as_deref()
+        .map(|text| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|at| Timestamp(at.timestamp_micros()))
+                .map_err(|_| invalid("cutoffAt must be an RFC 3339 timestamp"))
+        })
+        .transpose()?;
+    check_cutoff_given(api, cutoff_at).map_err(stage_error)?;
     let instructions = instructions(&request.settlement_amounts, format, currencies)?;
     settlement::check_input(
         &request.external_id,
@@ -250,68 +248,28 @@ fn parse_request(
 fn stage_error(e: StageRejection) -> ApiError {
     let message = e.to_string();
     match e {
-        StageRejection::AlreadyExists => ApiError::conflict("idempotency_conflict", message),
+        StageRejection::AlreadyExists => ApiError::new(ErrorCode::IdempotencyConflict, message),
         StageRejection::Liabilities(shortfalls) => {
             let details: Vec<Value> = shortfalls
                 .iter()
                 .map(|s| json!({"connectionId": s.connection_id, "currency": s.currency.as_str(), "needed": s.needed.to_string(), "available": s.available.to_string()}))
                 .collect();
-            ApiError::unprocessable("insufficient_balance", message)
+            ApiError::new(ErrorCode::InsufficientBalance, message)
                 .with_detail("shortfalls", Value::Array(details))
         }
-        StageRejection::Money(m) => ApiError::bad_request(m.code(), message),
+        StageRejection::Money(m) => ApiError::new(ErrorCode::from(&m), message),
         StageRejection::Input(e) => ApiError::input(e),
-        _ => invalid(message),
+        StageRejection::DisputesEnabled => ApiError::new(ErrorCode::DisputesEnabled, message),
+        StageRejection::Empty
+        | StageRejection::ZeroQuantity
+        | StageRejection::UnknownConnection(_)
+        | StageRejection::NotABroker
+        | StageRejection::BrokerNotNetZero(_)
+        | StageRejection::CutoffTooFarAhead
+        | StageRejection::CutoffNotAfterPrevious
+        | StageRejection::CutoffRequired
+        | StageRejection::CutoffInV1 => invalid(message),
     }
-}
-
-/// SPEC §5's settlement object.
-pub fn view(r: &SettlementRecord, now: Timestamp) -> Value {
-    let s = &r.staged;
-    let dispute_ends = r.dispute_window_ends();
-    let top_up_ends = r.top_up_window_ends();
-    let (status, phase) = match (&r.status, s.api) {
-        (Status::Completed { .. }, _) => ("completed", "done"),
-        (Status::Failed { .. }, _) => ("failed", "executing"),
-        (Status::Pending, SettlementApi::V2) if r.finalized.is_none() => {
-            ("pending", "awaitingDisputes")
-        }
-        (Status::Pending, SettlementApi::V2) if now < top_up_ends => ("pending", "toppingUp"),
-        (Status::Pending, _) => ("pending", "executing"),
-    };
-    let mut v = json!({
-        "id": s.settlement_id,
-        "partnerId": s.partner_id,
-        "externalId": s.external_id,
-        "status": status,
-        "settlementType": "offchain",
-        "reconciled": false,
-        "initiatedBy": s.initiated_by,
-        "notes": s.notes,
-        "createdAt": time(s.at),
-        "updatedAt": time(r.updated_at),
-        "disputed": !r.disputes.is_empty(),
-        "lossSLAAlertSent": false,
-        "gainSLAAlertSent": false,
-        "phase": phase,
-        "disputeWindowEndsAt": time(dispute_ends),
-        "topUpWindowEndsAt": time(top_up_ends),
-    });
-    if let Some(cutoff) = s.cutoff_at {
-        v["cutoffAt"] = time(cutoff).into();
-    }
-    match &r.status {
-        Status::Failed { short_currencies } => {
-            v["reason"] = failure_reason(short_currencies).into();
-        }
-        Status::Completed { finalized_at } => v["finalizedAt"] = time(*finalized_at).into(),
-        Status::Pending => {}
-    }
-    v
-}
-
-fn micros(w: Option<events::domain::partner::WindowMinutes>) -> i64 {
-    w.map_or(0, |w| w.micros())
 }
 
 async fn stage_v2(
@@ -347,13 +305,9 @@ async fn settle(
         .partner
         .record()
         .cloned()
-        .ok_or_else(|| ApiError::forbidden("no_partner_record", "no partner record"))?;
-    if api == SettlementApi::V1 && access.partner.disputes_enabled() {
-        return Err(ApiError::forbidden(
-            "disputes_enabled",
-            "partners with disputes enabled stage settlements with v2",
-        ));
-    }
+        .ok_or_else(|| ApiError::new(ErrorCode::NoPartnerRecord, "no partner record"))?;
+    // Before the body is read: a refused route is a 403 whatever the body says.
+    check_route(api, &partner).map_err(stage_error)?;
     let body = raw.json().await?;
     let parsed = parse_request(
         &own_fields(&body),
@@ -364,11 +318,8 @@ async fn settle(
     let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
     let key_id = verify(&access, &signed)?;
 
-    let command_id = CommandId::derive(
-        "settlement",
-        &[partner.id.as_bytes(), parsed.external_id.as_bytes()],
-    );
-    let settlement_id = Uuid::new_v5(&command_id.as_uuid(), b"settlement");
+    let command_id = staging_command_id(partner.id, &parsed.external_id);
+    let settlement_id = settlement_id_of(command_id);
     let connections: BTreeSet<Uuid> = parsed
         .instructions
         .iter()
@@ -384,7 +335,7 @@ async fn settle(
         signature: signed.signature().to_hex(),
         e,
     };
-    // Closed disputes waiting for this partner's next v2 settlement join it (SPEC §7.5): their
+    // Closed disputes queued for this partner join its v2 settlement (docs/api/lifecycle.md): their
     // connections and their disputed settlements are decided on too. A closure queued after
     // the partner was read sends the staging round again with the queue as it is now.
     let mut pending = partner.pending_closures;
@@ -412,7 +363,7 @@ async fn settle(
         })
         .await;
         match ran {
-            Err(e) if e.code == CLOSURES_CHANGED && round < STAGING_ROUNDS_MAX => {
+            Err(e) if e.code() == CLOSURES_CHANGED && round < STAGING_ROUNDS_MAX => {
                 let partner_stream = auth::partner_stream(partner.id);
                 let loaded = auth::load(&state, std::slice::from_ref(&partner_stream)).await?;
                 let now: Partner = fold(&loaded, &partner_stream, Partner::evolve);
@@ -424,27 +375,61 @@ async fn settle(
             other => break other?,
         }
     };
-    // The same body again: for a failed settlement it retries the execution (SPEC §8, §9.3).
-    if replayed {
-        let current = load_settlement(&state, settlement_id).await?;
-        if current
-            .record()
-            .is_some_and(|r| matches!(r.status, Status::Failed { .. }))
-        {
-            let by = Retrier::Partner {
-                caller: &caller,
-                e,
-                key_id,
-                signed: &signed,
-            };
-            return retry(&state, &request_id, by, settlement_id).await;
+    if !replayed {
+        return Ok(response);
+    }
+    // The same body again: it answers the settlement as it is now, and a failed settlement's
+    // execution is retried first (docs/api/lifecycle.md).
+    let current = load_settlement(&state, settlement_id).await?;
+    if current
+        .record()
+        .is_some_and(|r| matches!(r.status, Status::Failed { .. }))
+    {
+        let by = Retrier::Partner {
+            caller: &caller,
+            e,
+            key_id,
+            signed: &signed,
+        };
+        match retry(&state, &request_id, by, settlement_id).await {
+            // Completed meanwhile (the finalizer's retry won): the answer below says so.
+            Err(error) if error.code() == ErrorCode::SettlementCompleted => {}
+            Err(error) => return Err(error),
+            Ok(_) => {}
         }
     }
+    current_reply(&state, api, e, settlement_id).await
+}
+
+/// The answer to an identical re-POST: the settlement as it is now, read as `GET` reads it, once
+/// the read models reflect every event of the settlement so far (read-your-writes, with that
+/// position in `X-Event-Position`); a v2 settlement adds its `settlingDisputes`.
+async fn current_reply(
+    state: &AppState,
+    api: SettlementApi,
+    e: Uuid,
+    settlement_id: Uuid,
+) -> Result<Response, ApiError> {
+    let txid = reads::last_txid(&state.pool, &settlement_stream(settlement_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    reads::wait_reflected(&state.pool, txid, state.read_wait_max).await?;
+    let side = Side::Partner(e);
+    let mut settlement = reads::settlement(&state.pool, side, settlement_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("settlement"))?;
+    if api == SettlementApi::V2 {
+        let settling = reads::settling_disputes(&state.pool, side, settlement_id).await?;
+        settlement["settlingDisputes"] = Value::Array(settling);
+    }
+    let mut response = Json(json!({ "settlement": settlement })).into_response();
+    let token = HeaderValue::from_str(&position_token(txid)).map_err(ApiError::internal)?;
+    response.headers_mut().insert("x-event-position", token);
     Ok(response)
 }
 
 /// Error code of a staging that saw the partner's closure queue change under it.
-const CLOSURES_CHANGED: &str = "contention";
+const CLOSURES_CHANGED: ErrorCode = ErrorCode::Contention;
 /// How often staging goes round again when the closure queue changed meanwhile.
 const STAGING_ROUNDS_MAX: u32 = 4;
 
@@ -477,19 +462,6 @@ fn closure_connections(c: &CarriedClosure) -> impl Iterator<Item = Uuid> + '_ {
         .flat_map(|t| std::iter::once(t.instruction.destination).chain(t.instruction.source))
 }
 
-/// A lifecycle refusal as the API answers it.
-pub fn lifecycle_error(e: LifecycleRejection) -> ApiError {
-    let message = e.to_string();
-    match e {
-        LifecycleRejection::NotFound => ApiError::not_found("settlement"),
-        LifecycleRejection::Completed => ApiError::conflict("settlement_completed", message),
-        LifecycleRejection::AlreadyFinalized
-        | LifecycleRejection::DisputeWindowOpen
-        | LifecycleRejection::TopUpWindowOpen => ApiError::unprocessable("not_due", message),
-        LifecycleRejection::Money(m) => ApiError::bad_request(m.code(), message),
-    }
-}
-
 fn decide_settlement(
     loaded: &Loaded,
     input: &StagingInput,
@@ -501,7 +473,7 @@ fn decide_settlement(
     let partner: Partner = access.partner;
     let partner = partner
         .record()
-        .ok_or_else(|| ApiError::forbidden("no_partner_record", "no partner record"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::NoPartnerRecord, "no partner record"))?;
     let current: Settlement = fold(
         loaded,
         &settlement_stream(input.settlement_id),
@@ -518,38 +490,21 @@ fn decide_settlement(
     }) {
         // A dispute was closed between reading the partner and this decision: go round again.
         return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
             CLOSURES_CHANGED,
             "disputes kept closing while the settlement was staged; retry",
         ));
     }
-    let transfers = input
-        .parsed
-        .instructions
-        .iter()
-        .enumerate()
-        .map(|(n, i)| Transfer {
-            transfer_id: Uuid::new_v5(&input.settlement_id, &(n as u64).to_be_bytes()),
-            instruction: i.clone(),
-        })
-        .collect();
-    let staged = SettlementStaged {
+    let request = StageRequest {
         settlement_id: input.settlement_id,
-        partner_id: partner.id,
-        partner_enterprise_id: partner.enterprise_id,
-        external_id: input.parsed.external_id.clone(),
         api: input.api,
+        external_id: input.parsed.external_id.clone(),
         notes: input.parsed.notes.clone(),
         cutoff_at: input.parsed.cutoff_at,
-        transfers,
-        // A partner without disputes calling v2 gets a window of 0 (SPEC §7.8).
-        dispute_window_micros: micros(partner.client_dispute_window),
-        top_up_window_micros: micros(partner.top_up_window),
+        instructions: input.parsed.instructions.clone(),
         initiated_by: input.caller.user_id,
         payload: input.payload.clone(),
         signature: input.signature.clone(),
         key_id: input.key_id,
-        at,
     };
     let context = StageContext {
         partner,
@@ -557,134 +512,79 @@ fn decide_settlement(
         previous_cutoff: partner.last_cutoff,
         closures: &closures,
     };
-    let mut events = current
-        .decide_stage(&context, staged, at)
+    // Only v1 loads the partner's custody (it executes at once).
+    let custody: Custody = fold(
+        loaded,
+        &custody_stream(partner.enterprise_id),
+        Custody::evolve,
+    );
+    let events = current
+        .decide_settle(&context, &custody, request, at)
         .map_err(stage_error)?;
-    if let (SettlementApi::V2, Some(cutoff_at)) = (input.api, input.parsed.cutoff_at) {
-        events.push(
-            PartnerCutoffAdvanced {
-                partner_id: partner.id,
-                settlement_id: input.settlement_id,
-                cutoff_at,
-                at,
-            }
-            .into(),
-        );
-    }
-    let mut settlement = events.iter().fold(current, Settlement::evolve);
-    if input.api == SettlementApi::V1 {
-        let after: BTreeMap<Uuid, Connection> = connections
-            .into_iter()
-            .map(|(id, c)| (id, events.iter().fold(c, Connection::evolve)))
-            .collect();
-        let custody: Custody = fold(
-            loaded,
-            &custody_stream(partner.enterprise_id),
-            Custody::evolve,
-        );
-        let executed = settlement
-            .decide_execute(&after, &custody, at)
-            .map_err(lifecycle_error)?;
-        settlement = executed.iter().fold(settlement, Settlement::evolve);
-        events.extend(executed);
-    }
+    let settlement = events.iter().fold(current, Settlement::evolve);
     let record = settlement
         .record()
         .ok_or_else(|| ApiError::internal("staged settlement missing"))?;
-    let mut body = view(record, at);
+    let mut body = views::settlement(record, at);
     if input.api == SettlementApi::V2 {
-        let settling: Vec<Value> = closures
-            .iter()
-            .filter_map(|c| {
-                let old: Settlement = fold(
-                    loaded,
-                    &settlement_stream(c.disputed_settlement_id),
-                    Settlement::evolve,
-                );
-                let old = old.record()?;
-                let dispute = old.dispute(c.dispute_id)?;
-                Some(disputes::view(old, dispute, Some(input.settlement_id)))
-            })
-            .collect();
+        let owners = views::owners(connections.values());
+        let settling =
+            settling_disputes(loaded, partner, &closures, &owners, input.settlement_id, at)?;
         body["settlingDisputes"] = Value::Array(settling);
     }
     let reply = Reply::ok(json!({ "settlement": body }));
     Ok((lifecycle::route(events), reply))
 }
 
-/// Loads one settlement from the event store (the write side's own state).
-pub async fn load_settlement(
-    state: &AppState,
+/// The disputes whose closures joined a settlement staged at `at`, each with its closure and
+/// adjusted settlement transfers as they now stand: the same items, in the same order, as
+/// `GET …/settlements/{id}` lists under `settlingDisputes`.
+fn settling_disputes(
+    loaded: &Loaded,
+    partner: &PartnerRecord,
+    closures: &[CarriedClosure],
+    owners: &Owners,
     settlement_id: Uuid,
-) -> Result<Settlement, ApiError> {
-    let stream = settlement_stream(settlement_id);
-    let loaded = auth::load(state, std::slice::from_ref(&stream)).await?;
-    Ok(fold(&loaded, &stream, Settlement::evolve))
-}
-
-/// Who asks for a retry of a failed execution.
-pub enum Retrier<'a> {
-    /// The partner, by re-sending the identical signed body.
-    Partner {
-        caller: &'a Caller,
-        e: Uuid,
-        key_id: Uuid,
-        signed: &'a SignedRequest,
-    },
-    /// An operator, through the admin retry route.
-    Admin,
-}
-
-/// Runs the execution of a failed settlement again now (a new command each time).
-pub async fn retry(
-    state: &AppState,
-    request_id: &RequestId,
-    by: Retrier<'_>,
-    settlement_id: Uuid,
-) -> Result<Response, ApiError> {
-    let current = load_settlement(state, settlement_id).await?;
-    let record = current
-        .record()
-        .ok_or_else(|| ApiError::not_found("settlement"))?;
-    let mut streams = lifecycle::streams(record, Step::Execute, now());
-    let id = CommandId::from_uuid(Uuid::new_v4());
-    let spec = match &by {
-        Retrier::Partner {
-            caller,
-            e,
-            key_id,
-            signed,
-        } => {
-            streams.extend(auth::access_streams(caller, *e, Role::Partner));
-            let mut spec = signed_spec(caller, *e, signed, *key_id, id, streams);
-            spec.nonce = None;
-            spec
-        }
-        Retrier::Admin => CommandSpec {
-            id,
-            request_hash: sha256(id.as_uuid().as_bytes()),
-            nonce: None,
-            streams,
-            actor: Actor::Admin,
-            key_id: None,
-        },
-    };
-    run(state, request_id, spec, |loaded, at| {
-        if let Retrier::Partner {
-            caller, e, key_id, ..
-        } = &by
-        {
-            recheck(loaded, caller, *e, Role::Partner, *key_id)?;
-        }
-        let (events, after) =
-            lifecycle::decide(loaded, settlement_id, Step::Execute, at).map_err(lifecycle_error)?;
-        let record = after
+    at: Timestamp,
+) -> Result<Vec<Value>, ApiError> {
+    let mut settling: Vec<(Timestamp, Uuid, Value)> = Vec::with_capacity(closures.len());
+    for c in closures {
+        let disputed: Settlement = fold(
+            loaded,
+            &settlement_stream(c.disputed_settlement_id),
+            Settlement::evolve,
+        );
+        let Some((old, dispute)) = disputed
             .record()
-            .ok_or_else(|| ApiError::internal("settlement missing"))?;
-        let reply = Reply::ok(json!({ "settlement": view(record, at) }));
-        Ok((lifecycle::route(events), reply))
-    })
-    .await
+            .and_then(|old| Some((old, old.dispute(c.dispute_id)?)))
+        else {
+            continue;
+        };
+        let created_at = dispute.closure.as_ref().map_or(at, |closure| closure.at);
+        let state = TransferState {
+            settlement_id: Some(settlement_id),
+            closure_id: Some(c.closure_id),
+            partner_enterprise_id: partner.enterprise_id,
+            status: "pending",
+            created_at,
+            updated_at: at,
+        };
+        let transfers = c
+            .transfers
+            .iter()
+            .map(|t| views::transfer(t, &state, owners))
+            .collect::<Option<Vec<Value>>>()
+            .ok_or_else(|| ApiError::internal("a closure names a connection not loaded"))?;
+        let mut v = views::dispute(old, dispute, Some(settlement_id));
+        // Assigning the closure is the dispute's latest change.
+        v["updatedAt"] = views::time(at).into();
+        if let Some(closure) = views::closure(dispute, transfers) {
+            v["disputeClosure"] = closure;
+        }
+        settling.push((dispute.created_at, dispute.dispute_id, v));
+    }
+    settling.sort_by_key(|(created_at, id, _)| (*created_at, *id));
+    Ok(settling.into_iter().map(|(_, _, v)| v).collect())
 }
 
 async fn signing(
@@ -728,32 +628,6 @@ async fn list<const PARTNER: bool>(
     )))
 }
 
-pub(super) fn page_of(query: &HashMap<String, String>) -> Result<reads::Page, ApiError> {
-    let fields: serde_json::Map<String, Value> = ["pageSize", "pageNumber", "cursor"]
-        .iter()
-        .filter_map(|k| {
-            let number = |v: &String| {
-                v.parse::<u64>()
-                    .map_or_else(|_| Value::from(v.clone()), Value::from)
-            };
-            query.get(*k).map(|v| {
-                (
-                    (*k).to_owned(),
-                    if *k == "cursor" {
-                        Value::from(v.clone())
-                    } else {
-                        number(v)
-                    },
-                )
-            })
-        })
-        .collect();
-    let q: PageQuery = serde_json::from_value(Value::Object(fields)).map_err(|_| {
-        ApiError::bad_request("invalid_page", "pageSize and pageNumber are numbers")
-    })?;
-    q.page()
-}
-
 async fn one<const PARTNER: bool>(
     caller: Caller,
     State(s): State<AppState>,
@@ -763,13 +637,8 @@ async fn one<const PARTNER: bool>(
 ) -> Result<Json<Value>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
-    let filter = reads::SettlementFilter {
-        settlement_ids: Some(vec![id]),
-        ..Default::default()
-    };
-    let settlement = reads::settlements(&s.pool, side, &filter, reads::Page { size: 1, offset: 0 })
+    let settlement = reads::settlement(&s.pool, side, id)
         .await?
-        .pop()
         .ok_or_else(|| ApiError::not_found("settlement"))?;
     let currencies = reads::list_of(&query, "currencies")?;
     let destinations = reads::list_of(&query, "destinationNetworkAccountIds")?
@@ -780,36 +649,24 @@ async fn one<const PARTNER: bool>(
         })
         .transpose()
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_filter",
+            ApiError::new(
+                ErrorCode::InvalidFilter,
                 "destinationNetworkAccountIds must be comma-separated ids",
             )
         })?;
-    let all = reads::Page {
-        size: u32::MAX,
-        offset: 0,
-    };
+    let all = reads::Page::ALL;
     let transfers =
         reads::transfers(&s.pool, side, Some(id), currencies, destinations, all).await?;
-    let settling = reads::DisputeFilter {
-        settled_in_settlement_ids: Some(vec![id]),
-        show_retracted: true,
-        ..Default::default()
-    };
     let disputed = reads::DisputeFilter {
         settlement_ids: Some(vec![id]),
         show_retracted: true,
         ..Default::default()
     };
-    let everything = reads::Page {
-        size: u32::MAX,
-        offset: 0,
-    };
     Ok(Json(json!({
         "settlement": settlement,
         "settlementTransfers": transfers,
-        "settlingDisputes": reads::disputes(&s.pool, side, &settling, everything).await?,
-        "settlementDisputes": reads::disputes(&s.pool, side, &disputed, everything).await?,
+        "settlingDisputes": reads::settling_disputes(&s.pool, side, id).await?,
+        "settlementDisputes": reads::disputes(&s.pool, side, &disputed, all).await?,
     })))
 }
 

@@ -21,7 +21,7 @@ use super::body::JsonBody;
 use super::command::run;
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::reads::{self, Page, PageQuery, TIME};
 use super::views::time;
 use crate::state::AppState;
@@ -49,9 +49,9 @@ pub fn network_routes() -> Router<AppState> {
 fn webhook_error(e: WebhookRejection) -> ApiError {
     match e {
         WebhookRejection::NotFound => ApiError::not_found("enterprise"),
-        WebhookRejection::Url(url) => ApiError::bad_request("invalid_webhook_url", url.to_string()),
+        WebhookRejection::Url(url) => ApiError::new(ErrorCode::InvalidWebhookUrl, url.to_string()),
         WebhookRejection::Destination(refusal) => {
-            ApiError::bad_request("invalid_webhook_url", e.to_string())
+            ApiError::new(ErrorCode::InvalidWebhookUrl, e.to_string())
                 .with_detail("reason", refusal.code().into())
         }
     }
@@ -59,7 +59,7 @@ fn webhook_error(e: WebhookRejection) -> ApiError {
 
 /// `{"url": "https://…"}` sets the URL, `{"url": null}` clears it; nothing else is accepted.
 fn requested_url(body: &Value) -> Result<Option<String>, ApiError> {
-    let invalid = |message: &str| ApiError::bad_request("invalid_request", message.to_owned());
+    let invalid = |message: &str| ApiError::new(ErrorCode::InvalidRequest, message.to_owned());
     let object = body
         .as_object()
         .ok_or_else(|| invalid("the body must be a JSON object"))?;
@@ -235,8 +235,8 @@ mod tests {
         for bad in [json!({}), json!({"url": 7}), json!({"url": null, "x": 1})] {
             let e = requested_url(&bad).expect_err("refused");
             assert_eq!(
-                (e.status.as_u16(), e.code),
-                (400, "invalid_request"),
+                (e.status().as_u16(), e.code()),
+                (400, ErrorCode::InvalidRequest),
                 "{bad}"
             );
         }

@@ -1,4 +1,4 @@
-//! The auditor's surface (SPEC §6.4, ADR 0010) against the real stack: who may read, the
+//! The auditor's surface (ADR 0010) against the real stack: who may read, the
 //! settlement timeline with signatures re-verified by an independent implementation (Python's
 //! `cryptography`), state at a position equal to what the read models showed then, signed
 //! checkpoints that catch an insider's rewrite, tamper detection by the API, `settle-audit` (on
@@ -218,7 +218,7 @@ async fn audit_routes_admit_the_admin_and_auditors_refuse_others_and_are_recorde
     let all = audit(&app, "/events?limit=1000", Some(ADMIN_TOKEN)).await;
     assert!(all.expect(200, None)["events"].as_array().unwrap().len() > seen.len());
 
-    // Bad queries are 400 with the SPEC body, unknown parameters included.
+    // Bad queries are 400 with the API error body, unknown parameters included.
     for route in [
         "/events?limit=0",
         "/events?type=NoSuchEvent",

@@ -1,4 +1,4 @@
-//! SPEC §2: each access rule, in order, with its status; other tenants' objects are 404.
+//! docs/api/guide.md: each access rule, in order, with its status; other tenants' objects are 404.
 
 use reqwest::Method;
 use serde_json::json;

@@ -1,5 +1,5 @@
-//! The settlement lifecycle after staging over HTTP (SPEC §9), with a real finalizer and short
-//! windows: disputes withhold connections at finalization, execution moves the rest, an
+//! The settlement lifecycle after staging over HTTP (docs/api/lifecycle.md), with a real finalizer
+//! and short windows: disputes withhold connections at finalization, execution moves the rest, an
 //! operator's closure carries into the next settlement, and a short partner fails and retries.
 
 use std::time::Duration;
@@ -265,12 +265,9 @@ async fn worked_example_dispute_withholds_then_closure_carries_into_the_next_set
             json!({"notes": "agreed at 0.05", "adjustedTransfers": {"BTC": "-5000000"}}),
         )
         .await;
-    let closed = closed.expect(200, None)["dispute"].clone();
-    assert_eq!(closed["disputeClosure"]["closedBy"], "admin");
-    assert_eq!(
-        closed["disputeClosure"]["adjustedTransfers"],
-        json!({"BTC": "-5000000"})
-    );
+    let closed = closed.expect(200, None)["disputeClosure"].clone();
+    assert_eq!(closed["closedBy"], "admin");
+    assert_eq!(closed["adjustedTransfers"], json!({"BTC": "-5000000"}));
 
     // S2 carries only new trading; the closure joins it, counts in its liabilities and executes.
     let s2 = stage(&app, w, "day-2", json!({&l.c2: {"BTC": "1000000"}})).await;

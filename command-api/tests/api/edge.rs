@@ -1,7 +1,7 @@
 //! The HTTP edge under abuse: per-token and per-address rate limits (429 + `Retry-After`),
 //! failed authentications held back per address, shedding past the in-flight cap (503 +
 //! `Retry-After`), and the header-read, body-read and whole-request timeouts. Every refusal has
-//! the SPEC body; operations routes stay reachable.
+//! the API error body; operations routes stay reachable.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The error contract: every 4xx and 5xx has the SPEC body and every response an
+//! The error contract: every 4xx and 5xx has the API error body and every response an
 //! `X-Request-Id` (checked for each call in `support`), for framework errors too.
 
 use reqwest::Method;
@@ -38,7 +38,12 @@ async fn framework_errors_have_the_spec_body() {
         .send()
         .await
         .unwrap();
-    assert_eq!(wrong_type.status(), 415);
+    // Another content type is a 400 (malformed input), with a code of its own.
+    assert_eq!(wrong_type.status(), 400);
+    assert_eq!(
+        wrong_type.json::<serde_json::Value>().await.unwrap()["code"],
+        "unsupported_media_type"
+    );
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(9 * 1024 * 1024));
     let oversize = app
         .http
@@ -66,13 +71,31 @@ async fn framework_errors_have_the_spec_body() {
         .await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("trace-123"));
     assert_eq!(r.expect(200, None)["currencies"][0]["code"], "BTC");
-    // Unknown fields are refused, not ignored.
-    app.admin(
-        Method::POST,
-        "/enterprises",
-        json!({"name": "x", "oesLicence": true}),
-    )
-    .await
-    .expect(400, Some("invalid_request"));
+    // Unknown fields are refused, not ignored, and the refusal names them.
+    let unknown = app
+        .admin(
+            Method::POST,
+            "/enterprises",
+            json!({"name": "x", "oesLicence": true}),
+        )
+        .await;
+    let unknown = unknown.expect(400, Some("invalid_request"));
+    assert_eq!(unknown["field"], "oesLicence", "{unknown}");
+    // A value of the wrong type deep in a list is named by its path.
+    let wrong = app
+        .admin(
+            Method::POST,
+            "/users",
+            json!({"name": "u", "enterpriseIds": [uuid::Uuid::new_v4(), {"id": 1}]}),
+        )
+        .await;
+    let wrong = wrong.expect(400, Some("invalid_request"));
+    assert_eq!(wrong["field"], "enterpriseIds[1]", "{wrong}");
+    assert!(
+        wrong["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("enterpriseIds[1]")),
+        "{wrong}"
+    );
     app.shutdown().await;
 }

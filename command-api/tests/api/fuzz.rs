@@ -1,6 +1,6 @@
 //! Random bodies to every route that takes one — random JSON shaped like the route's request
 //! (its own field names with values of any type) and random bytes — as an authenticated caller:
-//! every answer is a success or a 4xx with the SPEC body, never a 5xx. Seeded, so a failure
+//! every answer is a success or a 4xx with the API error body, never a 5xx. Seeded, so a failure
 //! repeats.
 
 use command_api::http::edge::EdgeConfig;

@@ -1,7 +1,7 @@
 //! Hostile input, as a partner or client trying to break the engine would send it: control
 //! characters (NUL included) and oversized values in every text field of every signed and admin
 //! route, one settlement line over the cap, deep JSON, invalid UTF-8, oversized bodies, slow
-//! clients. Each gets a clear 4xx with the SPEC body naming the field; nothing reaches the log;
+//! clients. Each gets a clear 4xx with the error body naming the field; nothing reaches the log;
 //! and after each case another tenant's write is readable with `X-Min-Position` — the read side
 //! is never frozen.
 
@@ -26,8 +26,8 @@ fn hostile_values() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-/// Another tenant's deposit, read back through the read models within the SPEC's 2 s wait:
-/// proof that the case before it did not freeze the read side.
+/// Another tenant's deposit, read back through the read models within the 2 s `X-Min-Position`
+/// wait: proof that the case before it did not freeze the read side.
 async fn read_side_flows(app: &TestApp, other: &World, tag: &str) {
     let deposit = app
         .admin(

@@ -1,8 +1,8 @@
-//! The rules of the lifecycle after staging (SPEC §9) and its invariants (§10), each pinned by a
-//! test over HTTP: a retraction or a client's closure inside the dispute window lets the
-//! connection execute; a client's closure after finalization carries the original instructions
-//! into the partner's next settlement; a partner short of custody funds fails with its holds kept
-//! and completes after a deposit (by the admin retry, or by the finalizer's own retry); two real
+//! The rules of the lifecycle after staging (docs/api/lifecycle.md) and its invariants, each pinned
+//! by a test over HTTP: a retraction or a client's closure inside the dispute window lets the
+//! connection execute; a client's closure after finalization carries the original instructions into
+//! the partner's next settlement; a partner short of custody funds fails with its holds kept and
+//! completes after a deposit (by the admin retry, or by the finalizer's own retry); two real
 //! finalizer processes, SIGKILLed at random, finalize and execute every settlement exactly once
 //! with money conserved; the dispute routes' refusals; and settlements due together, sharing
 //! connections, all finalized without sitting out a lost race's lease.
@@ -481,7 +481,7 @@ async fn a_client_closure_inside_the_window_executes_and_after_finalization_carr
         "dispute",
     );
     let closed = close(&app, w, &d1, "raised in error", "close-1").await;
-    let closure = closed.expect(200, None)["dispute"]["disputeClosure"].clone();
+    let closure = closed.expect(200, None)["disputeClosure"].clone();
     assert_eq!(closure["closedBy"], "client", "{closure}");
     assert_eq!(closure["status"], "approved", "{closure}");
     assert_eq!(
@@ -529,10 +529,10 @@ async fn a_client_closure_inside_the_window_executes_and_after_finalization_carr
     // After finalization the client closes C2's dispute as invalid: its original instruction
     // (+0.1 BTC) waits for the partner's next settlement.
     let closed = close(&app, w, &d2, "we were wrong", "close-2").await;
-    let answer = closed.expect(200, None)["dispute"].clone();
-    assert_eq!(answer["disputeClosure"]["closedBy"], "client", "{answer}");
+    let answer = closed.expect(200, None)["disputeClosure"].clone();
+    assert_eq!(answer["closedBy"], "client", "{answer}");
     assert_eq!(
-        answer["disputeClosure"]["adjustedTransfers"],
+        answer["adjustedTransfers"],
         json!({"BTC": "10000000"}),
         "the original instructions are carried: {answer}"
     );
@@ -581,7 +581,7 @@ async fn a_client_closure_inside_the_window_executes_and_after_finalization_carr
         .expect("the carried transfer")
         .clone();
     assert_eq!(
-        carried_transfer["disputeClosureId"], answer["disputeClosureId"],
+        carried_transfer["disputeClosureId"], answer["id"],
         "{carried_transfer}"
     );
     assert_eq!(carried_transfer["settlementId"], s2_id.as_str());
@@ -1173,8 +1173,9 @@ async fn read_model_statuses(app: &TestApp, worlds: &[Lifecycle]) -> BTreeMap<St
     statuses
 }
 
-/// SPEC §10 exactly once and conservation, with the finalizer as two real processes, one of
-/// them SIGKILLed at random moments (and restarted) while 200 settlements finalize and execute.
+/// Exactly once and conservation (docs/ARCHITECTURE.md, invariants), with the finalizer as two real
+/// processes, one of them SIGKILLed at random moments (and restarted) while 200 settlements
+/// finalize and execute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_finalizers_under_sigkill_finalize_and_execute_each_settlement_exactly_once() {
     let started = Instant::now();

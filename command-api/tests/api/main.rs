@@ -1,9 +1,10 @@
-//! The command API over HTTP against the real local stack: SPEC §2 access rules, §4 signatures,
-//! §3 money, read-your-writes, restarts, the error contract, and the process lifecycle.
+//! The command API over HTTP against the real local stack: access rules, signatures,
+//! money (docs/api/), read-your-writes, restarts, the error contract, and the process lifecycle.
 
 mod admin_plane;
 mod audit;
 mod auth;
+mod connection_keys;
 mod connections;
 mod consistency;
 mod disputes;
@@ -14,6 +15,7 @@ mod hostile;
 mod lifecycle;
 mod lifecycle_rules;
 mod money;
+mod replies;
 mod settlements;
 mod signatures;
 mod support;

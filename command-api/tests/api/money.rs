@@ -1,4 +1,4 @@
-//! SPEC §3 and §6.2: amounts as strings, exact decimals, and allocations that cannot be covered
+//! docs/api/guide.md: amounts as strings, exact decimals, and allocations that cannot be covered
 //! answered 422 with the released allocation, nothing moved.
 
 use serde_json::{json, Value};

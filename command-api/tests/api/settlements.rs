@@ -1,5 +1,6 @@
-//! Settlements over HTTP (SPEC §7–§8): staging holds net losses, liabilities count earlier
-//! holds, idempotency on (partner, externalId), the error matrix, and v1's immediate execution.
+//! Settlements over HTTP (docs/api/lifecycle.md): staging holds net losses, liabilities count
+//! earlier holds, idempotency on (partner, externalId), the error matrix, and v1's immediate
+//! execution.
 
 use reqwest::Method;
 use serde_json::{json, Value};

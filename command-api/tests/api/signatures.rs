@@ -1,4 +1,4 @@
-//! SPEC §4: the signature matrix, nonces, and the signing twins.
+//! docs/api/signatures.md: the signature matrix, nonces, and the signing twins.
 
 use reqwest::Method;
 use serde_json::{json, Value};

@@ -102,7 +102,7 @@ impl Resp {
             .map(str::to_owned)
     }
 
-    /// Asserts the status, and for errors the SPEC body with `code`.
+    /// Asserts the status, and for errors the API error body with `code`.
     #[track_caller]
     pub fn expect(&self, status: u16, code: Option<&str>) -> &Value {
         assert_eq!(

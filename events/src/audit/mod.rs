@@ -1,4 +1,4 @@
-//! The auditor's reads of the event log (SPEC §6.4, ADR 0010), shared by the audit API and the
+//! The auditor's reads of the event log (ADR 0010), shared by the audit API and the
 //! `settle-audit` command-line tool: events rendered with their signed requests re-verified, a
 //! settlement's timeline, state folded from the log up to a position, the periodic full chain
 //! verification and signed checkpoints, and the record of who read what.

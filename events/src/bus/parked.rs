@@ -1,4 +1,4 @@
-//! Parked events (DESIGN §4, "nothing loops forever on one item"): what a consumer does with an
+//! Parked events (ADR 0006, "nothing loops forever on one item"): what a consumer does with an
 //! event its projection cannot apply for a reason retrying does not cure, and the operator's
 //! side of it (`parked list`, `parked retry`), shared by every binary that runs consumers.
 //!

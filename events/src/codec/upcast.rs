@@ -6,6 +6,7 @@ use super::DecodeError;
 use crate::domain::connection::{
     AllocationCleared, AllocationReleased, ConnectionCreated, ConnectionUpdated,
 };
+use crate::domain::partner::{PartnerRegistered, PartnerUpdated};
 
 /// One step: a payload of `(type_id, from_version)` becomes one of `from_version + 1`.
 #[derive(Clone, Copy, Debug)]
@@ -19,11 +20,31 @@ pub struct Upcaster {
 ///
 /// v1 → v2 of the connection and allocation events: the signed request (`payload`,
 /// `signature`, key id) is kept from v2 on; a v1 event lifts with it absent (`None`).
+///
+/// v2 → v3 of `ConnectionCreated`: the connection key is an object of the partner's schema; a
+/// v2 (or lifted v1) plain string becomes a `token` key. v1 → v2 of `PartnerRegistered` and
+/// `PartnerUpdated`: the partner's connection key schema, absent (`None`) before v2, which a
+/// partner reads as `token` (ADR 0011).
 pub const UPCASTERS: &[Upcaster] = &[
+    Upcaster {
+        type_id: 6,
+        from_version: 1,
+        up: lift::<legacy::PartnerRegisteredV1, PartnerRegistered>,
+    },
+    Upcaster {
+        type_id: 7,
+        from_version: 1,
+        up: lift::<legacy::PartnerUpdatedV1, PartnerUpdated>,
+    },
     Upcaster {
         type_id: 12,
         from_version: 1,
-        up: lift::<legacy::ConnectionCreatedV1, ConnectionCreated>,
+        up: lift::<legacy::ConnectionCreatedV1, legacy::ConnectionCreatedV2>,
+    },
+    Upcaster {
+        type_id: 12,
+        from_version: 2,
+        up: lift::<legacy::ConnectionCreatedV2, ConnectionCreated>,
     },
     Upcaster {
         type_id: 13,

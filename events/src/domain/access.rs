@@ -1,6 +1,6 @@
-//! Who may call what (SPEC §2), decided purely from the caller's user, the enterprise named in
-//! the path, and that enterprise's partner or client record — in the SPEC's order, each check
-//! with its own named refusal.
+//! Who may call what (docs/api/guide.md), decided purely from the caller's user, the enterprise
+//! named in the path, and that enterprise's partner or client record — in the documented order,
+//! each check with its own named refusal.
 
 use uuid::Uuid;
 
@@ -121,6 +121,7 @@ mod tests {
                 top_up_window: None,
                 amount_format: AmountFormat::BaseUnits,
                 at: T,
+                connection_key_schema: None,
             }
             .into(),
         );
@@ -130,6 +131,7 @@ mod tests {
             client_dispute_window: None,
             top_up_window: None,
             at: T,
+            connection_key_schema: None,
         };
         registered.evolve(&update.into())
     }

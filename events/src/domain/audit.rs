@@ -1,4 +1,4 @@
-//! Audit rules (SPEC §6.4, ADR 0010), pure: who may audit and which tenants they see, which
+//! Audit rules (ADR 0010), pure: who may audit and which tenants they see, which
 //! events touch a settlement, which events carry a signed instruction and whether its signature
 //! still verifies under the key that accepted it, and an enterprise's accounts folded from the
 //! log up to a position.
@@ -138,8 +138,8 @@ pub struct SignedRef<'a> {
     pub key_id: Uuid,
 }
 
-/// Whether an event records a signed instruction (SPEC §4): true even for events recorded
-/// before the signed request was kept, which then have no `SignedRef`.
+/// Whether an event records a signed instruction (docs/api/signatures.md): true even for events
+/// recorded before the signed request was kept, which then have no `SignedRef`.
 pub fn is_signed_instruction(event: &DomainEvent) -> bool {
     use DomainEvent as E;
     match event {

@@ -1,5 +1,5 @@
-//! The client aggregate: the client record of an enterprise (SPEC §5 Client). Its id and its
-//! custody wallet id are derived from the enterprise's (one client record per enterprise).
+//! The client aggregate: the client record of an enterprise (docs/api/guide.md, "Client"). Its id
+//! and its custody wallet id are derived from the enterprise's (one client record per enterprise).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -1,6 +1,6 @@
 //! The connection aggregate: a client's account at one partner, with its network account's
 //! balances per currency (available and held), and the allocations and deallocations that move
-//! funds between it and the client's custody account (SPEC §5, §6.2).
+//! funds between it and the client's custody account (docs/api/guide.md).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::client::Client;
+use super::connection_key::{ConnectionKey, ConnectionKeySchema};
 use super::custody::{Custody, CustodyAllocated, CustodyDeallocated};
 use super::event::{DomainEvent, Timestamp};
 use super::money::{AmountFormat, Balance, CurrencyCode};
@@ -15,8 +16,7 @@ use super::partner::Partner;
 use super::signed::Signed;
 
 use super::limits::{
-    self, LimitError, Lines, MAX_CONNECTION_KEY_BYTES, MAX_EXTERNAL_ID_BYTES, MAX_NAME_BYTES,
-    MAX_NOTES_BYTES,
+    self, LimitError, Lines, MAX_EXTERNAL_ID_BYTES, MAX_NAME_BYTES, MAX_NOTES_BYTES,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +30,10 @@ pub struct ConnectionCreated {
     pub network_account_id: Uuid,
     /// How amounts on this connection are written: the partner's format, which never changes.
     pub amount_format: AmountFormat,
-    /// What the client presented to prove its account at the partner.
-    pub connection_key: String,
+    /// What the client presented to prove its account at the partner, in the partner's
+    /// `connectionKeySchema` (v3; a v1 or v2 event's plain string lifts to a `token` key).
+    /// Never shown by a read (ADR 0011).
+    pub connection_key: ConnectionKey,
     pub nonce: String,
     /// The request's signature, kept as the connection's proof.
     pub proof: String,
@@ -140,6 +142,11 @@ pub enum ConnectionRejection {
     PartnerNotFound,
     #[error("the partner is inactive")]
     PartnerInactive,
+    #[error("the partner takes connection keys of schema {expected}, not {presented}")]
+    KeySchemaMismatch {
+        expected: ConnectionKeySchema,
+        presented: ConnectionKeySchema,
+    },
     #[error("the enterprise has no client record")]
     NoClient,
     #[error("an allocation quantity must be positive")]
@@ -157,7 +164,7 @@ pub enum ConnectionRejection {
 pub struct Connect {
     pub connection_id: Uuid,
     pub name: String,
-    pub connection_key: String,
+    pub connection_key: ConnectionKey,
     pub nonce: String,
     pub proof: String,
     pub signed: Option<Signed>,
@@ -318,12 +325,17 @@ impl Connection {
             return Err(ConnectionRejection::PartnerInactive);
         }
         let name = check_name(&command.name)?;
-        limits::text(
-            "connectionKey",
-            &command.connection_key,
-            MAX_CONNECTION_KEY_BYTES,
-            Lines::One,
-        )?;
+        command.connection_key.check()?;
+        let (expected, presented) = (
+            partner.connection_key_schema,
+            command.connection_key.schema(),
+        );
+        if presented != expected {
+            return Err(ConnectionRejection::KeySchemaMismatch {
+                expected,
+                presented,
+            });
+        }
         Ok(vec![ConnectionCreated {
             connection_id: command.connection_id,
             name,
@@ -631,6 +643,154 @@ mod tests {
             conn.decide_allocation(CLIENT_E, &cust, allocate(Allocation, 1, "a1"), T),
             Err(ConnectionRejection::ExternalIdReused("a1".into()))
         );
+    }
+
+    mod connect {
+        use super::*;
+        use crate::domain::client::ClientRegistered;
+        use crate::domain::partner::PartnerCommand;
+
+        fn client() -> Client {
+            Client::Absent.evolve(
+                &ClientRegistered {
+                    client_id: Uuid::from_u128(3),
+                    enterprise_id: CLIENT_E,
+                    wallet_id: Uuid::from_u128(9),
+                    at: T,
+                }
+                .into(),
+            )
+        }
+
+        fn partner(schema: ConnectionKeySchema) -> Partner {
+            let events = Partner::Absent
+                .decide(
+                    PartnerCommand::Register {
+                        partner_id: Uuid::from_u128(4),
+                        enterprise_id: Uuid::from_u128(5),
+                        name: "p".into(),
+                        broker: false,
+                        client_dispute_window: None,
+                        top_up_window: None,
+                        amount_format: AmountFormat::BaseUnits,
+                        connection_key_schema: schema,
+                    },
+                    T,
+                )
+                .unwrap();
+            events.iter().fold(Partner::Absent, Partner::evolve)
+        }
+
+        fn connect(key: ConnectionKey) -> Connect {
+            Connect {
+                connection_id: CONN,
+                name: "main".into(),
+                connection_key: key,
+                nonce: "n".into(),
+                proof: "p".into(),
+                signed: None,
+            }
+        }
+
+        fn keys() -> Vec<ConnectionKey> {
+            vec![
+                ConnectionKey::token("t"),
+                ConnectionKey::TokenAndSignature {
+                    connection_token: "t".into(),
+                    signature: "s".into(),
+                },
+                ConnectionKey::ApiKeyAndSecret {
+                    api_key: "k".into(),
+                    api_secret: "secret".into(),
+                },
+                ConnectionKey::Clearloop {
+                    connection_token: "t".into(),
+                    public_key: "pk".into(),
+                },
+            ]
+        }
+
+        #[test]
+        fn a_key_of_the_partners_schema_connects_and_is_kept() {
+            for key in keys() {
+                let events = Connection::Absent
+                    .decide_connect(&client(), &partner(key.schema()), connect(key.clone()), T)
+                    .unwrap();
+                match events.as_slice() {
+                    [DomainEvent::ConnectionCreated(e)] => assert_eq!(e.connection_key, key),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+
+        #[test]
+        fn a_key_of_another_schema_is_refused() {
+            for key in keys() {
+                for schema in ConnectionKeySchema::ALL {
+                    if schema == key.schema() {
+                        continue;
+                    }
+                    assert_eq!(
+                        Connection::Absent.decide_connect(
+                            &client(),
+                            &partner(schema),
+                            connect(key.clone()),
+                            T
+                        ),
+                        Err(ConnectionRejection::KeySchemaMismatch {
+                            expected: schema,
+                            presented: key.schema()
+                        })
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn the_string_shorthand_is_a_token_key() {
+            let key = ConnectionKey::from_json(&serde_json::json!("acct-1")).unwrap();
+            assert!(Connection::Absent
+                .decide_connect(
+                    &client(),
+                    &partner(ConnectionKeySchema::Token),
+                    connect(key.clone()),
+                    T
+                )
+                .is_ok());
+            assert_eq!(
+                Connection::Absent.decide_connect(
+                    &client(),
+                    &partner(ConnectionKeySchema::ApiKeyAndSecret),
+                    connect(key),
+                    T
+                ),
+                Err(ConnectionRejection::KeySchemaMismatch {
+                    expected: ConnectionKeySchema::ApiKeyAndSecret,
+                    presented: ConnectionKeySchema::Token
+                })
+            );
+        }
+
+        #[test]
+        fn key_fields_are_bounded_before_the_schema_is_compared() {
+            let key = ConnectionKey::ApiKeyAndSecret {
+                api_key: "k".into(),
+                api_secret: "a\u{0}b".into(),
+            };
+            // Input validity comes first: a 400 naming the field, even under another schema.
+            assert_eq!(
+                Connection::Absent.decide_connect(
+                    &client(),
+                    &partner(ConnectionKeySchema::Token),
+                    connect(key),
+                    T
+                ),
+                Err(ConnectionRejection::Input(LimitError::ControlCharacter {
+                    field: "connectionKey.apiSecret",
+                    code: 0
+                }))
+            );
+        }
     }
 
     #[test]

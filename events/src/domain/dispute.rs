@@ -1,4 +1,4 @@
-//! Disputes of a settlement (SPEC §9.1, §9.4): raised, retracted, amended and closed on the
+//! Disputes of a settlement (docs/api/lifecycle.md): raised, retracted, amended and closed on the
 //! settlement's own stream, so finalization decides on one consistent history; closures that
 //! carry instructions are queued on the partner's stream for its next v2 settlement.
 //!
@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::connection::Connection;
 use super::event::{DomainEvent, Timestamp};
+use super::ids::CommandId;
 use super::money::CurrencyCode;
 use super::settlement::{Instruction, Settlement, SettlementApi, SettlementRecord, Transfer};
 
@@ -308,6 +309,27 @@ impl SettlementRecord {
     }
 }
 
+/// One dispute per (settlement, connection): its id follows from the two.
+pub fn dispute_id_of(settlement_id: Uuid, connection_id: Uuid) -> Uuid {
+    Uuid::new_v5(&settlement_id, connection_id.as_bytes())
+}
+
+/// One closure per dispute: its id follows from the dispute's.
+pub fn closure_id_of(dispute_id: Uuid) -> Uuid {
+    Uuid::new_v5(&dispute_id, b"closure")
+}
+
+/// The operator's closure of a dispute is one command, whoever sends it and however often: a
+/// repeat answers as the first time.
+pub fn closure_command_id(dispute_id: Uuid) -> CommandId {
+    CommandId::derive("dispute-close", &[dispute_id.as_bytes()])
+}
+
+/// The id of the `n`th adjusted transfer of a closure.
+fn closure_transfer_id(closure_id: Uuid, n: usize) -> Uuid {
+    Uuid::new_v5(&closure_id, &(n as u64).to_be_bytes())
+}
+
 /// A closure's transfers as amounts per currency from `connection_id`'s side (`+` it receives),
 /// summed: what its `adjustedTransfers` says.
 pub fn closure_amounts(connection_id: Uuid, transfers: &[Transfer]) -> Amounts {
@@ -335,7 +357,7 @@ pub fn closure_transfers(
         .iter()
         .enumerate()
         .map(|(n, (currency, quantity))| Transfer {
-            transfer_id: Uuid::new_v5(&closure_id, &(n as u64).to_be_bytes()),
+            transfer_id: closure_transfer_id(closure_id, n),
             instruction: Instruction {
                 source: None,
                 destination: connection_id,
@@ -358,7 +380,7 @@ impl Settlement {
         connection: &Connection,
         now: Timestamp,
     ) -> Result<Vec<DomainEvent>, DisputeRejection> {
-        // The request's own validity first (400s before 409/422, SPEC §2).
+        // The request's own validity first (400s before 409/422, docs/api/guide.md).
         check_reason(command.reason.as_deref())?;
         check_amounts("expectedTransfers", &command.expected_transfers, false)?;
         let record = self.present()?;
@@ -474,8 +496,8 @@ impl Settlement {
             return Err(DisputeRejection::Closed);
         }
         let frozen = record.finalized.is_some();
-        // Disputes freeze when the window closes (SPEC §9.2); until finalization has recorded
-        // which connections it withheld, a closure cannot know what it carries.
+        // Disputes freeze when the window closes (docs/api/lifecycle.md); until finalization has
+        // recorded which connections it withheld, a closure cannot know what it carries.
         if !frozen && now >= record.dispute_window_ends() {
             return Err(DisputeRejection::Finalizing);
         }
@@ -496,7 +518,7 @@ impl Settlement {
                 .into_iter()
                 .enumerate()
                 .map(|(n, t)| Transfer {
-                    transfer_id: Uuid::new_v5(&command.closure_id, &(n as u64).to_be_bytes()),
+                    transfer_id: closure_transfer_id(command.closure_id, n),
                     instruction: t.instruction,
                 })
                 .collect(),
@@ -625,6 +647,7 @@ mod tests {
             client_dispute_window: None,
             top_up_window: None,
             amount_format: AmountFormat::BaseUnits,
+            connection_key_schema: Default::default(),
             last_cutoff: None,
             pending_closures: BTreeMap::new(),
             created_at: T0,
@@ -1002,5 +1025,20 @@ mod tests {
         ));
         let joined = events.iter().fold(Settlement::Absent, Settlement::evolve);
         assert_eq!(joined.record().unwrap().all_transfers().count(), 2);
+    }
+
+    #[test]
+    fn ids_are_derived_as_they_always_were() {
+        assert_eq!(dispute_id_of(S, C1), Uuid::new_v5(&S, C1.as_bytes()));
+        assert_eq!(closure_id_of(D1), Uuid::new_v5(&D1, b"closure"));
+        assert_eq!(
+            closure_command_id(D1),
+            CommandId::derive("dispute-close", &[D1.as_bytes()])
+        );
+        let transfers = closure_transfers(closure_id_of(D1), C1, &vec![(btc(), 5)]);
+        assert_eq!(
+            transfers[0].transfer_id,
+            Uuid::new_v5(&closure_id_of(D1), &0u64.to_be_bytes())
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The enterprise aggregate: a tenant with its OES licence flag, its registered Ed25519 signing
-//! keys (SPEC §2, §4) and the URL its webhook notifications go to. Keys arrive already parsed and
-//! checked (not weak) by the signing rules; webhook URLs are checked here.
+//! keys (docs/api/signatures.md) and the URL its webhook notifications go to. Keys arrive already
+//! parsed and checked (not weak) by the signing rules; webhook URLs are checked here.
 
 use std::collections::BTreeMap;
 

@@ -15,8 +15,13 @@ pub const MAX_NAME_BYTES: usize = 200;
 pub const MAX_EXTERNAL_ID_BYTES: usize = 255;
 /// Free text: settlement, allocation and closure `notes`, dispute `reason`s.
 pub const MAX_NOTES_BYTES: usize = 2_000;
-/// A connection's `connectionKey` (the client's credential at the partner).
+/// Each text field of a connection's `connectionKey` (the client's credential at the partner:
+/// `connectionToken`, `signature`, `apiKey`, `apiSecret`, `publicKey`), and the whole key when
+/// written as a plain string. A key has at most two such fields (ADR 0011).
 pub const MAX_CONNECTION_KEY_BYTES: usize = 1_024;
+/// The `schema` name of a `connectionKey` object (the longest known is 17 bytes); checked before
+/// an unknown name is echoed in a refusal.
+pub const MAX_CONNECTION_KEY_SCHEMA_BYTES: usize = 64;
 /// A signed request's `nonce`, in characters (checked with the signature rules, which the
 /// signing helpers and verifiers outside the engine share).
 pub use schemas::signing::NONCE_CHARS_MAX as MAX_NONCE_CHARS;

@@ -5,6 +5,7 @@ pub mod access;
 pub mod audit;
 pub mod client;
 pub mod connection;
+pub mod connection_key;
 pub mod custody;
 pub mod dispute;
 pub mod enterprise;

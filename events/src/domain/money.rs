@@ -1,5 +1,5 @@
-//! Money (SPEC §3): currency codes, the currency table, amounts as exact base units, and checked
-//! balance arithmetic.
+//! Money (docs/api/guide.md, "Amounts and currencies"): currency codes, the currency table, amounts
+//! as exact base units, and checked balance arithmetic.
 //!
 //! Every amount is an `i128` count of base units (satoshi, wei, cent), never a float. Parsing is
 //! strict and exact (nothing is ever rounded), arithmetic is checked (overflow is a refusal, not a
@@ -246,7 +246,7 @@ impl<'de> Deserialize<'de> for CurrencyTable {
     }
 }
 
-/// How a partner writes amounts on the wire (SPEC §3). Responses always use base units.
+/// How a partner writes amounts on the wire (docs/api/guide.md). Responses always use base units.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AmountFormat {
@@ -291,7 +291,7 @@ impl fmt::Display for AmountFormat {
 /// for `Decimal` an optional `.` followed by at least one digit. No whitespace, exponents, digit
 /// separators, or bare `.5`/`5.`. Leading zeros are accepted (`"007"` is 7) and `"-0"` is zero.
 /// Fractional digits are taken as written: `"1.500000000"` for an 8-decimal currency is
-/// [`MoneyError::TooPrecise`] even though its last digit is zero, because SPEC §3 counts digits.
+/// [`MoneyError::TooPrecise`] even though its last digit is zero, because the API counts digits.
 /// A `Decimal` amount must fit `rust_decimal` (at most 28–29 significant digits); a larger one
 /// is [`MoneyError::Overflow`], as is any result beyond ±[`AMOUNT_BASE_UNITS_MAX`].
 pub fn parse_amount(text: &str, format: AmountFormat, decimals: u8) -> Result<i128, MoneyError> {
@@ -308,7 +308,7 @@ pub fn parse_amount(text: &str, format: AmountFormat, decimals: u8) -> Result<i1
     Ok(amount)
 }
 
-/// Like [`parse_amount`], refusing zero: instruction amounts are non-zero (SPEC §3).
+/// Like [`parse_amount`], refusing zero: instruction amounts are non-zero (docs/api/guide.md).
 pub fn parse_nonzero_amount(
     text: &str,
     format: AmountFormat,

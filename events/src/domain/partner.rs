@@ -1,6 +1,8 @@
-//! The partner aggregate: an exchange or broker record of an enterprise (SPEC §5 Partner), with
-//! its dispute and top-up window lengths and the amount format it writes instructions in.
-//! A partner's id is derived from its enterprise's (one partner record per enterprise).
+//! The partner aggregate: an exchange or broker record of an enterprise (docs/api/guide.md,
+//! "Partner"), with its dispute and top-up window lengths and the amount format it writes
+//! instructions in. A partner's id is derived from its enterprise's (one partner record per
+//! enterprise). It also chooses the shape of connection key its clients present
+//! (`connectionKeySchema`, ADR 0011).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::connection_key::ConnectionKeySchema;
 use super::dispute::CarriedClosure;
 use super::event::{DomainEvent, Timestamp};
 use super::money::AmountFormat;
@@ -61,9 +64,13 @@ pub struct PartnerRegistered {
     pub top_up_window: Option<WindowMinutes>,
     pub amount_format: AmountFormat,
     pub at: Timestamp,
+    /// The shape of connection key the partner takes (v2). `None` only in events recorded
+    /// before v2, when every partner took a plain token: read as `token`.
+    pub connection_key_schema: Option<ConnectionKeySchema>,
 }
 
-/// A v2 settlement was staged with this `cutoffAt`: the next one must be later (SPEC §7).
+/// A v2 settlement was staged with this `cutoffAt`: the next one must be later
+/// (docs/api/lifecycle.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerCutoffAdvanced {
     pub partner_id: Uuid,
@@ -80,6 +87,8 @@ pub struct PartnerUpdated {
     pub client_dispute_window: Option<Option<WindowMinutes>>,
     pub top_up_window: Option<Option<WindowMinutes>>,
     pub at: Timestamp,
+    /// A new connection key schema (v2; `None` when unchanged, and in every v1 event).
+    pub connection_key_schema: Option<ConnectionKeySchema>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +101,9 @@ pub struct PartnerRecord {
     pub client_dispute_window: Option<WindowMinutes>,
     pub top_up_window: Option<WindowMinutes>,
     pub amount_format: AmountFormat,
+    /// The shape of connection key new connections must present; existing connections keep
+    /// the key they were made with.
+    pub connection_key_schema: ConnectionKeySchema,
     /// `cutoffAt` of the latest v2 settlement.
     pub last_cutoff: Option<Timestamp>,
     /// Closed disputes whose transfers wait for the next v2 settlement, by dispute id.
@@ -117,11 +129,13 @@ pub enum PartnerCommand {
         client_dispute_window: Option<WindowMinutes>,
         top_up_window: Option<WindowMinutes>,
         amount_format: AmountFormat,
+        connection_key_schema: ConnectionKeySchema,
     },
     Update {
         active: Option<bool>,
         client_dispute_window: Option<Option<WindowMinutes>>,
         top_up_window: Option<Option<WindowMinutes>>,
+        connection_key_schema: Option<ConnectionKeySchema>,
     },
 }
 
@@ -148,7 +162,7 @@ impl Partner {
         }
     }
 
-    /// Disputes are enabled exactly when the dispute window is set (SPEC §5).
+    /// Disputes are enabled exactly when the dispute window is set (docs/api/guide.md, "Partner").
     pub fn disputes_enabled(&self) -> bool {
         self.record()
             .is_some_and(|r| r.client_dispute_window.is_some())
@@ -165,6 +179,7 @@ impl Partner {
                 client_dispute_window: e.client_dispute_window,
                 top_up_window: e.top_up_window,
                 amount_format: e.amount_format,
+                connection_key_schema: e.connection_key_schema.unwrap_or_default(),
                 last_cutoff: None,
                 pending_closures: BTreeMap::new(),
                 created_at: e.at,
@@ -190,6 +205,8 @@ impl Partner {
                 r.client_dispute_window =
                     e.client_dispute_window.unwrap_or(r.client_dispute_window);
                 r.top_up_window = e.top_up_window.unwrap_or(r.top_up_window);
+                r.connection_key_schema =
+                    e.connection_key_schema.unwrap_or(r.connection_key_schema);
                 r.updated_at = e.at;
                 Self::Present(r)
             }
@@ -217,6 +234,7 @@ impl Partner {
                     client_dispute_window,
                     top_up_window,
                     amount_format,
+                    connection_key_schema,
                 },
             ) => {
                 limits::text("name", &name, MAX_NAME_BYTES, Lines::One)?;
@@ -230,6 +248,7 @@ impl Partner {
                     top_up_window,
                     amount_format,
                     at: now,
+                    connection_key_schema: Some(connection_key_schema),
                 }
                 .into()])
             }
@@ -239,6 +258,7 @@ impl Partner {
                     active,
                     client_dispute_window,
                     top_up_window,
+                    connection_key_schema,
                 },
             ) => {
                 // Only what actually changes is recorded; an update that changes nothing records nothing.
@@ -246,7 +266,13 @@ impl Partner {
                 let client_dispute_window =
                     client_dispute_window.filter(|w| *w != r.client_dispute_window);
                 let top_up_window = top_up_window.filter(|w| *w != r.top_up_window);
-                if active.is_none() && client_dispute_window.is_none() && top_up_window.is_none() {
+                let connection_key_schema =
+                    connection_key_schema.filter(|s| *s != r.connection_key_schema);
+                if active.is_none()
+                    && client_dispute_window.is_none()
+                    && top_up_window.is_none()
+                    && connection_key_schema.is_none()
+                {
                     return Ok(vec![]);
                 }
                 Ok(vec![PartnerUpdated {
@@ -255,9 +281,99 @@ impl Partner {
                     client_dispute_window,
                     top_up_window,
                     at: now,
+                    connection_key_schema,
                 }
                 .into()])
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timestamp = Timestamp(10);
+
+    fn registered(schema: ConnectionKeySchema) -> Partner {
+        let events = Partner::Absent
+            .decide(
+                PartnerCommand::Register {
+                    partner_id: Uuid::from_u128(1),
+                    enterprise_id: Uuid::from_u128(2),
+                    name: "p".into(),
+                    broker: false,
+                    client_dispute_window: None,
+                    top_up_window: None,
+                    amount_format: AmountFormat::BaseUnits,
+                    connection_key_schema: schema,
+                },
+                T,
+            )
+            .unwrap();
+        events.iter().fold(Partner::Absent, Partner::evolve)
+    }
+
+    fn update(schema: Option<ConnectionKeySchema>) -> PartnerCommand {
+        PartnerCommand::Update {
+            active: None,
+            client_dispute_window: None,
+            top_up_window: None,
+            connection_key_schema: schema,
+        }
+    }
+
+    fn schema_of(p: &Partner) -> ConnectionKeySchema {
+        p.record().expect("registered").connection_key_schema
+    }
+
+    #[test]
+    fn the_connection_key_schema_is_set_at_registration_and_changed_by_updates() {
+        let p = registered(ConnectionKeySchema::ApiKeyAndSecret);
+        assert_eq!(schema_of(&p), ConnectionKeySchema::ApiKeyAndSecret);
+        let events = p
+            .decide(update(Some(ConnectionKeySchema::Clearloop)), Timestamp(11))
+            .unwrap();
+        let p = events.iter().fold(p, Partner::evolve);
+        assert_eq!(schema_of(&p), ConnectionKeySchema::Clearloop);
+        assert_eq!(p.record().unwrap().updated_at, Timestamp(11));
+        assert_eq!(
+            p.decide(update(Some(ConnectionKeySchema::Clearloop)), T),
+            Ok(vec![]),
+            "no change, no event"
+        );
+        assert_eq!(p.decide(update(None), T), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_partner_registered_without_a_schema_takes_tokens() {
+        let p = Partner::Absent.evolve(
+            &PartnerRegistered {
+                partner_id: Uuid::from_u128(1),
+                enterprise_id: Uuid::from_u128(2),
+                name: "p".into(),
+                broker: false,
+                client_dispute_window: None,
+                top_up_window: None,
+                amount_format: AmountFormat::BaseUnits,
+                at: T,
+                connection_key_schema: None,
+            }
+            .into(),
+        );
+        assert_eq!(schema_of(&p), ConnectionKeySchema::Token);
+        // An update that does not name the schema keeps it.
+        let p = p.evolve(
+            &PartnerUpdated {
+                partner_id: Uuid::from_u128(1),
+                active: Some(false),
+                client_dispute_window: None,
+                top_up_window: None,
+                at: T,
+                connection_key_schema: None,
+            }
+            .into(),
+        );
+        assert_eq!(schema_of(&p), ConnectionKeySchema::Token);
     }
 }

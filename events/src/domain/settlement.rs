@@ -1,6 +1,6 @@
-//! The settlement aggregate (SPEC §7–§9.3): staging a partner's signed instructions — checked
-//! against the partner's connections, the broker rules and `cutoffAt`, with the net liability of
-//! each connection and currency held — and executing them all together or not at all.
+//! The settlement aggregate (docs/api/lifecycle.md): staging a partner's signed instructions —
+//! checked against the partner's connections, the broker rules and `cutoffAt`, with the net
+//! liability of each connection and currency held — and executing them all together or not at all.
 //!
 //! Signs: a `+` quantity moves value from the source (the partner's custody, or the source
 //! connection for broker instructions) to the destination connection.
@@ -16,9 +16,10 @@ use super::dispute::{
     evolve_disputes, CarriedClosure, ClosuresAssigned, ClosuresJoined, DisputeRecord,
 };
 use super::event::{DomainEvent, Timestamp};
+use super::ids::CommandId;
 use super::limits::{self, LimitError, Lines, MAX_EXTERNAL_ID_BYTES, MAX_NOTES_BYTES};
 use super::money::{Balance, CurrencyCode, MoneyError};
-use super::partner::PartnerRecord;
+use super::partner::{PartnerCutoffAdvanced, PartnerRecord};
 use super::stream::{of, StreamName};
 
 /// How far in the future a `cutoffAt` may be, in microseconds (5 minutes).
@@ -64,7 +65,7 @@ pub struct SettlementStaged {
     pub notes: Option<String>,
     pub cutoff_at: Option<Timestamp>,
     pub transfers: Vec<Transfer>,
-    /// Fixed at staging: later partner changes do not move the deadlines (SPEC §7).
+    /// Fixed at staging: later partner changes do not move the deadlines (docs/api/lifecycle.md).
     pub dispute_window_micros: i64,
     pub top_up_window_micros: i64,
     pub initiated_by: Uuid,
@@ -202,6 +203,12 @@ pub enum StageRejection {
     CutoffTooFarAhead,
     #[error("cutoffAt must be later than the previous settlement's")]
     CutoffNotAfterPrevious,
+    #[error("cutoffAt is required")]
+    CutoffRequired,
+    #[error("cutoffAt belongs to v2")]
+    CutoffInV1,
+    #[error("partners with disputes enabled stage settlements with v2")]
+    DisputesEnabled,
     #[error("some connections cannot cover their net liabilities")]
     Liabilities(Vec<Shortfall>),
     #[error(transparent)]
@@ -231,6 +238,207 @@ pub fn check_input(external_id: &str, notes: Option<&str>, lines: usize) -> Resu
     limits::text("externalId", external_id, MAX_EXTERNAL_ID_BYTES, Lines::One)?;
     limits::optional_text("notes", notes, MAX_NOTES_BYTES, Lines::Many)?;
     limits::count("settlementAmounts", lines, INSTRUCTIONS_MAX)
+}
+
+/// The command that stages `externalId` for a partner: a retry of the same settlement is the
+/// same command, so it answers as the first time (or is a conflict when its body differs).
+pub fn staging_command_id(partner_id: Uuid, external_id: &str) -> CommandId {
+    CommandId::derive(
+        "settlement",
+        &[partner_id.as_bytes(), external_id.as_bytes()],
+    )
+}
+
+/// The settlement a staging command creates: one per (partner, `externalId`).
+pub fn settlement_id_of(command: CommandId) -> Uuid {
+    Uuid::new_v5(&command.as_uuid(), b"settlement")
+}
+
+/// The settlement's transfers, one per instruction line, with ids derived from the settlement
+/// and the line's position.
+pub fn transfers_of(settlement_id: Uuid, instructions: &[Instruction]) -> Vec<Transfer> {
+    instructions
+        .iter()
+        .enumerate()
+        .map(|(n, i)| Transfer {
+            transfer_id: Uuid::new_v5(&settlement_id, &(n as u64).to_be_bytes()),
+            instruction: i.clone(),
+        })
+        .collect()
+}
+
+/// v1 performs a settlement at once, so it has no dispute window: only partners without disputes
+/// may use it.
+pub fn check_route(api: SettlementApi, partner: &PartnerRecord) -> Result<(), StageRejection> {
+    match api {
+        SettlementApi::V1 if partner.client_dispute_window.is_some() => {
+            Err(StageRejection::DisputesEnabled)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `cutoffAt` is required in v2 and refused in v1.
+pub fn check_cutoff_given(
+    api: SettlementApi,
+    cutoff_at: Option<Timestamp>,
+) -> Result<(), StageRejection> {
+    match (api, cutoff_at) {
+        (SettlementApi::V2, None) => Err(StageRejection::CutoffRequired),
+        (SettlementApi::V1, Some(_)) => Err(StageRejection::CutoffInV1),
+        _ => Ok(()),
+    }
+}
+
+/// `cutoffAt`, when given, is at most five minutes ahead of `now` and later than the partner's
+/// previous v2 settlement's.
+pub fn check_cutoff_time(
+    cutoff_at: Option<Timestamp>,
+    previous: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), StageRejection> {
+    let Some(cutoff) = cutoff_at else {
+        return Ok(());
+    };
+    if cutoff.0 > now.0.saturating_add(CUTOFF_AHEAD_MICROS_MAX) {
+        return Err(StageRejection::CutoffTooFarAhead);
+    }
+    if previous.is_some_and(|previous| cutoff <= previous) {
+        return Err(StageRejection::CutoffNotAfterPrevious);
+    }
+    Ok(())
+}
+
+/// The window lengths fixed on a settlement when it is staged, in microseconds: the partner's
+/// dispute and top-up windows, each 0 when not set (a partner without disputes calling v2 gets
+/// a dispute window of 0).
+pub fn windows_of(partner: &PartnerRecord) -> (i64, i64) {
+    let micros = |w: Option<super::partner::WindowMinutes>| w.map_or(0, |w| w.micros());
+    (
+        micros(partner.client_dispute_window),
+        micros(partner.top_up_window),
+    )
+}
+
+/// Where a settlement is in its lifecycle, as its `phase` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// v2, not yet finalized: disputes may still be raised.
+    AwaitingDisputes,
+    /// Finalized; the top-up window is running.
+    ToppingUp,
+    /// Due, or failed and waiting for a retry; a v1 settlement until it completes.
+    Executing,
+    /// Completed.
+    Done,
+}
+
+/// A settlement's status without its details, as a read model keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusKind {
+    Pending,
+    Failed,
+    Completed,
+}
+
+impl StatusKind {
+    /// From the status name on the wire (`pending`, `failed`, `completed`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "pending" => Some(Self::Pending),
+            "failed" => Some(Self::Failed),
+            "completed" => Some(Self::Completed),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+            Self::Completed => "completed",
+        }
+    }
+}
+
+impl Phase {
+    /// The phase at `now` of a settlement staged through `api`, with `status`, finalized or not,
+    /// whose top-up window ends at `top_up_window_ends`. The one definition: command replies and
+    /// reads both call it.
+    pub fn of(
+        api: SettlementApi,
+        status: StatusKind,
+        finalized: bool,
+        top_up_window_ends: Timestamp,
+        now: Timestamp,
+    ) -> Self {
+        match (status, api) {
+            (StatusKind::Completed, _) => Self::Done,
+            (StatusKind::Failed, _) | (StatusKind::Pending, SettlementApi::V1) => Self::Executing,
+            (StatusKind::Pending, SettlementApi::V2) if !finalized => Self::AwaitingDisputes,
+            (StatusKind::Pending, SettlementApi::V2) if now < top_up_window_ends => Self::ToppingUp,
+            (StatusKind::Pending, SettlementApi::V2) => Self::Executing,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingDisputes => "awaitingDisputes",
+            Self::ToppingUp => "toppingUp",
+            Self::Executing => "executing",
+            Self::Done => "done",
+        }
+    }
+}
+
+impl Status {
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            Self::Pending => StatusKind::Pending,
+            Self::Failed { .. } => StatusKind::Failed,
+            Self::Completed { .. } => StatusKind::Completed,
+        }
+    }
+}
+
+/// A partner's request to stage (v2) or perform (v1) a settlement, as parsed and verified.
+#[derive(Clone, Debug)]
+pub struct StageRequest {
+    pub settlement_id: Uuid,
+    pub api: SettlementApi,
+    pub external_id: String,
+    pub notes: Option<String>,
+    pub cutoff_at: Option<Timestamp>,
+    pub instructions: Vec<Instruction>,
+    pub initiated_by: Uuid,
+    /// The signed payload, its signature and the key that verified it, kept for auditors.
+    pub payload: String,
+    pub signature: String,
+    pub key_id: Uuid,
+}
+
+impl StageRequest {
+    /// The `SettlementStaged` this request records for `partner` at `now`.
+    pub fn staged(self, partner: &PartnerRecord, now: Timestamp) -> SettlementStaged {
+        let (dispute_window_micros, top_up_window_micros) = windows_of(partner);
+        SettlementStaged {
+            settlement_id: self.settlement_id,
+            partner_id: partner.id,
+            partner_enterprise_id: partner.enterprise_id,
+            external_id: self.external_id,
+            api: self.api,
+            notes: self.notes,
+            cutoff_at: self.cutoff_at,
+            transfers: transfers_of(self.settlement_id, &self.instructions),
+            dispute_window_micros,
+            top_up_window_micros,
+            initiated_by: self.initiated_by,
+            payload: self.payload,
+            signature: self.signature,
+            key_id: self.key_id,
+            at: now,
+        }
+    }
 }
 
 /// What staging needs to know besides the settlement itself.
@@ -375,8 +583,75 @@ impl Settlement {
         }
     }
 
-    /// Stages a settlement: the `SettlementStaged` event and one `FundsHeld` per connection and
-    /// currency whose net is a loss, each covered by the connection's available balance. A v2
+    /// A partner's settlement request, whole: v2 stages it (`decide_stage`) and advances the
+    /// partner's `cutoffAt`; v1 performs it at once (`decide_perform`). The route, `cutoffAt` and
+    /// every staging rule are checked here; `custody` (the partner's) is read by v1 only.
+    pub fn decide_settle(
+        &self,
+        context: &StageContext<'_>,
+        custody: &Custody,
+        request: StageRequest,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, StageRejection> {
+        check_route(request.api, context.partner)?;
+        check_cutoff_given(request.api, request.cutoff_at)?;
+        let staged = request.staged(context.partner, now);
+        match staged.api {
+            SettlementApi::V1 => self.decide_perform(context, custody, staged, now),
+            SettlementApi::V2 => {
+                let advanced = staged.cutoff_at.map(|cutoff_at| PartnerCutoffAdvanced {
+                    partner_id: staged.partner_id,
+                    settlement_id: staged.settlement_id,
+                    cutoff_at,
+                    at: now,
+                });
+                let mut events = self.decide_stage(context, staged, now)?;
+                events.extend(advanced.map(DomainEvent::from));
+                Ok(events)
+            }
+        }
+    }
+
+    /// Performs a v1 settlement (docs/api/lifecycle.md): staged and executed in one decision. When
+    /// a connection cannot cover its net loss or the partner's custody its net outflow, the
+    /// settlement is still recorded — `SettlementStaged` then `SettlementFailed` naming the
+    /// short currencies — and nothing is held; a retry (`decide_execute`) tries again.
+    pub fn decide_perform(
+        &self,
+        context: &StageContext<'_>,
+        custody: &Custody,
+        staged: SettlementStaged,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, StageRejection> {
+        if self.record().is_some() {
+            return Err(StageRejection::AlreadyExists);
+        }
+        let instructions: Vec<Instruction> = staged
+            .transfers
+            .iter()
+            .map(|t| t.instruction.clone())
+            .collect();
+        check_input(
+            &staged.external_id,
+            staged.notes.as_deref(),
+            instructions.len(),
+        )?;
+        if instructions.is_empty() {
+            return Err(StageRejection::Empty);
+        }
+        check_route(staged.api, context.partner)?;
+        check_instructions(context, &instructions)?;
+        let performed = Settlement::Absent.evolve(&staged.clone().into());
+        let record = performed.record().ok_or(StageRejection::AlreadyExists)?;
+        let attempt = record.attempt_unheld(context.connections, custody, now)?;
+        let mut events: Vec<DomainEvent> = vec![staged.into()];
+        events.extend(attempt);
+        Ok(events)
+    }
+
+    /// Stages a (v2) settlement: the `SettlementStaged` event and one `FundsHeld` per connection
+    /// and currency whose net is a loss, each covered by the connection's available balance
+    /// (v1 is performed by `decide_perform`, which holds only what it executes). A v2
     /// settlement also takes in every queued closure of the partner (`ClosuresJoined` here,
     /// `ClosuresAssigned` on the partner), and their transfers count in the liability check.
     pub fn decide_stage(
@@ -401,18 +676,9 @@ impl Settlement {
         if instructions.is_empty() && staged.api == SettlementApi::V1 {
             return Err(StageRejection::Empty);
         }
+        check_route(staged.api, context.partner)?;
         check_instructions(context, &instructions)?;
-        if let Some(cutoff) = staged.cutoff_at {
-            if cutoff.0 > now.0.saturating_add(CUTOFF_AHEAD_MICROS_MAX) {
-                return Err(StageRejection::CutoffTooFarAhead);
-            }
-            if context
-                .previous_cutoff
-                .is_some_and(|previous| cutoff <= previous)
-            {
-                return Err(StageRejection::CutoffNotAfterPrevious);
-            }
-        }
+        check_cutoff_time(staged.cutoff_at, context.previous_cutoff, now)?;
         let closures: &[CarriedClosure] = match staged.api {
             SettlementApi::V2 => context.closures,
             SettlementApi::V1 => &[],
@@ -479,8 +745,8 @@ impl Settlement {
         Ok(events)
     }
 
-    /// Closes the dispute window (SPEC §9.2): every connection with an open dispute is withheld,
-    /// and its holds for this settlement are given back. Due at `createdAt + D`.
+    /// Closes the dispute window (docs/api/lifecycle.md): every connection with an open dispute is
+    /// withheld, and its holds for this settlement are given back. Due at `createdAt + D`.
     pub fn decide_finalize(&self, now: Timestamp) -> Result<Vec<DomainEvent>, LifecycleRejection> {
         let record = self.record().ok_or(LifecycleRejection::NotFound)?;
         if record.staged.api == SettlementApi::V1 || record.finalized.is_some() {
@@ -529,11 +795,12 @@ impl Settlement {
         Ok(events)
     }
 
-    /// Executes every transfer that is not withheld, together (SPEC §9.3): held losses go to the
-    /// partner's custody, gains come from it. When the custody cannot cover its net outflow in
-    /// some currency (or a connection's hold no longer covers its loss), `SettlementFailed`
-    /// names the currencies and the holds stay; each failed attempt is recorded. A v2
-    /// settlement executes once finalized and its top-up window has closed.
+    /// Executes every transfer that is not withheld, together (docs/api/lifecycle.md): held losses
+    /// go to the partner's custody, gains come from it. When the custody cannot cover its net
+    /// outflow in some currency (or a connection's hold no longer covers its loss),
+    /// `SettlementFailed` names the currencies and the holds stay; each failed attempt is recorded.
+    /// A v2 settlement executes once finalized and its top-up window has closed; a failed v1
+    /// settlement, which holds nothing, is attempted afresh (`decide_perform`'s rules).
     pub fn decide_execute(
         &self,
         connections: &BTreeMap<Uuid, Connection>,
@@ -544,14 +811,108 @@ impl Settlement {
         if matches!(record.status, Status::Completed { .. }) {
             return Err(LifecycleRejection::Completed);
         }
-        if record.staged.api == SettlementApi::V2 {
-            if record.finalized.is_none() {
-                return Err(LifecycleRejection::DisputeWindowOpen);
+        match record.staged.api {
+            // A v1 settlement holds nothing while it is failed: each attempt holds and executes.
+            SettlementApi::V1 => {
+                return Ok(record.attempt_unheld(connections, partner_custody, now)?);
             }
-            if now < record.top_up_window_ends() {
-                return Err(LifecycleRejection::TopUpWindowOpen);
+            SettlementApi::V2 => {
+                if record.finalized.is_none() {
+                    return Err(LifecycleRejection::DisputeWindowOpen);
+                }
+                if now < record.top_up_window_ends() {
+                    return Err(LifecycleRejection::TopUpWindowOpen);
+                }
             }
         }
+        record.execute_held(connections, partner_custody, now)
+    }
+}
+
+impl SettlementRecord {
+    /// Where the settlement is in its lifecycle at `now`.
+    pub fn phase(&self, now: Timestamp) -> Phase {
+        Phase::of(
+            self.staged.api,
+            self.status.kind(),
+            self.finalized.is_some(),
+            self.top_up_window_ends(),
+            now,
+        )
+    }
+
+    /// One attempt of a settlement that holds nothing yet (v1): when every connection's
+    /// available balance covers its net loss and the partner's custody its net outflow, the
+    /// losses are held and everything executes in the same decision; otherwise
+    /// `SettlementFailed` names every short currency and nothing moves.
+    fn attempt_unheld(
+        &self,
+        connections: &BTreeMap<Uuid, Connection>,
+        partner_custody: &Custody,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, MoneyError> {
+        let settlement_id = self.staged.settlement_id;
+        let nets = nets(&self.instructions(|_| true))?;
+        let holds = holds_of(&nets);
+        let mut short: BTreeSet<CurrencyCode> = partner_outflows(&nets)?
+            .into_iter()
+            .filter(|(currency, outflow)| {
+                *outflow > 0 && partner_custody.balance(currency).available() < *outflow
+            })
+            .map(|(currency, _)| currency)
+            .collect();
+        for ((connection_id, currency), needed) in &holds {
+            let available = connections
+                .get(connection_id)
+                .map_or(0, |c| c.balance(currency).available());
+            if available < *needed {
+                short.insert(currency.clone());
+            }
+        }
+        if !short.is_empty() {
+            return Ok(vec![SettlementFailed {
+                settlement_id,
+                short_currencies: short.into_iter().collect(),
+                at: now,
+            }
+            .into()]);
+        }
+        let mut events: Vec<DomainEvent> = holds
+            .into_iter()
+            .map(|((connection_id, currency), quantity)| {
+                FundsHeld {
+                    connection_id,
+                    settlement_id,
+                    currency,
+                    quantity,
+                    at: now,
+                }
+                .into()
+            })
+            .collect();
+        let held: BTreeMap<Uuid, Connection> = connections
+            .iter()
+            .map(|(id, c)| (*id, events.iter().fold(c.clone(), Connection::evolve)))
+            .collect();
+        let executed = self
+            .execute_held(&held, partner_custody, now)
+            .map_err(|e| match e {
+                LifecycleRejection::Money(m) => m,
+                // Only money can refuse once every balance was checked.
+                _ => MoneyError::Overflow,
+            })?;
+        events.extend(executed);
+        Ok(events)
+    }
+
+    /// Executes every transfer that is not withheld from the holds this settlement placed.
+    fn execute_held(
+        &self,
+        connections: &BTreeMap<Uuid, Connection>,
+        partner_custody: &Custody,
+        now: Timestamp,
+    ) -> Result<Vec<DomainEvent>, LifecycleRejection> {
+        let record = self;
         let staged = &record.staged;
         let withheld = record
             .finalized
@@ -681,11 +1042,13 @@ fn holds_of(nets: &BTreeMap<(Uuid, CurrencyCode), i128>) -> BTreeMap<(Uuid, Curr
         .collect()
 }
 
-/// Why an execution attempt failed, as the settlement's `reason` says it.
+/// Why an execution attempt failed, as the settlement's `reason` says it. The currencies are
+/// what the event records; the sentence names both sides a currency can be short on.
 pub fn failure_reason(short_currencies: &[CurrencyCode]) -> String {
     let names: Vec<&str> = short_currencies.iter().map(CurrencyCode::as_str).collect();
     format!(
-        "the partner's custody cannot cover its net outflow in {}",
+        "balances are short in {}: the partner's custody cannot cover its net outflow, or a \
+         connection cannot cover its net loss",
         names.join(", ")
     )
 }
@@ -749,6 +1112,7 @@ mod tests {
             client_dispute_window: None,
             top_up_window: None,
             amount_format: AmountFormat::BaseUnits,
+            connection_key_schema: Default::default(),
             last_cutoff: None,
             pending_closures: BTreeMap::new(),
             created_at: NOW,
@@ -1076,5 +1440,235 @@ mod tests {
             Err(LifecycleRejection::Completed),
             "executes at most once"
         );
+    }
+
+    fn perform(
+        conns: &BTreeMap<Uuid, Connection>,
+        custody_btc: i128,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<DomainEvent>, StageRejection> {
+        let p = partner(false);
+        let context = StageContext {
+            partner: &p,
+            connections: conns,
+            previous_cutoff: None,
+            closures: &[],
+        };
+        Settlement::Absent.decide_perform(
+            &context,
+            &custody(custody_btc),
+            staged(SettlementApi::V1, transfers, None),
+            NOW,
+        )
+    }
+
+    #[test]
+    fn v1_short_of_a_balance_is_recorded_failed_and_holds_nothing() {
+        let conns = connections(10, 0);
+        // C1 owes 30 with 10 allocated: staged and failed, naming BTC; no hold, nothing moves.
+        let s = staged(SettlementApi::V1, vec![line(None, C1, -30)], None);
+        let events = perform(&conns, 100, s.transfers.clone()).unwrap();
+        let failed = SettlementFailed {
+            settlement_id: S,
+            short_currencies: vec![btc()],
+            at: NOW,
+        };
+        assert_eq!(events, vec![s.clone().into(), failed.clone().into()]);
+        // The partner's custody short of a gain: the same, and nothing is held either.
+        let gain = staged(SettlementApi::V1, vec![line(None, C2, 500)], None);
+        assert_eq!(
+            perform(&conns, 100, gain.transfers.clone()).unwrap(),
+            vec![gain.into(), failed.clone().into()]
+        );
+
+        // Once the connection is funded, a retry holds and executes in one decision.
+        let settlement = events.iter().fold(Settlement::Absent, Settlement::evolve);
+        assert!(matches!(
+            settlement.record().unwrap().status,
+            Status::Failed { .. }
+        ));
+        assert_eq!(settlement.record().unwrap().phase(NOW), Phase::Executing);
+        let still_short = settlement.decide_execute(&conns, &custody(100), NOW);
+        assert_eq!(
+            still_short,
+            Ok(vec![failed.into()]),
+            "each attempt is recorded"
+        );
+        let funded = connections(40, 0);
+        let retried = settlement
+            .decide_execute(&funded, &custody(100), NOW)
+            .unwrap();
+        let held = FundsHeld {
+            connection_id: C1,
+            settlement_id: S,
+            currency: btc(),
+            quantity: 30,
+            at: NOW,
+        };
+        assert_eq!(retried.first(), Some(&held.into()));
+        let c1 = retried.iter().fold(funded[&C1].clone(), |c, e| c.evolve(e));
+        assert_eq!(
+            (c1.balance(&btc()).available(), c1.balance(&btc()).held()),
+            (10, 0),
+            "held and paid at once"
+        );
+        let done = retried.iter().fold(settlement, Settlement::evolve);
+        assert_eq!(done.record().unwrap().phase(NOW), Phase::Done);
+    }
+
+    #[test]
+    fn v1_covered_executes_at_once() {
+        let conns = connections(100, 0);
+        let s = staged(
+            SettlementApi::V1,
+            vec![line(None, C1, -30), line(None, C2, 20)],
+            None,
+        );
+        let events = perform(&conns, 0, s.transfers.clone()).unwrap();
+        let done = events.iter().fold(Settlement::Absent, Settlement::evolve);
+        assert!(matches!(
+            done.record().unwrap().status,
+            Status::Completed { .. }
+        ));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, DomainEvent::FundsHeld(h) if h.quantity == 30)));
+    }
+
+    #[test]
+    fn route_and_cutoff_rules() {
+        use StageRejection::*;
+        let mut p = partner(false);
+        assert_eq!(check_route(SettlementApi::V1, &p), Ok(()));
+        p.client_dispute_window =
+            Some(super::super::partner::WindowMinutes::parse(5.into()).unwrap());
+        assert_eq!(check_route(SettlementApi::V1, &p), Err(DisputesEnabled));
+        assert_eq!(check_route(SettlementApi::V2, &p), Ok(()));
+        assert_eq!(
+            check_cutoff_given(SettlementApi::V2, None),
+            Err(CutoffRequired)
+        );
+        assert_eq!(
+            check_cutoff_given(SettlementApi::V1, Some(NOW)),
+            Err(CutoffInV1)
+        );
+        assert_eq!(check_cutoff_given(SettlementApi::V2, Some(NOW)), Ok(()));
+        assert_eq!(check_cutoff_given(SettlementApi::V1, None), Ok(()));
+        // A partner with disputes enabled is refused v1 by the decision itself too.
+        let conns = connections(100, 0);
+        let context = StageContext {
+            partner: &p,
+            connections: &conns,
+            previous_cutoff: None,
+            closures: &[],
+        };
+        let request = StageRequest {
+            settlement_id: S,
+            api: SettlementApi::V1,
+            external_id: "x".into(),
+            notes: None,
+            cutoff_at: None,
+            instructions: vec![line(None, C1, 1).instruction],
+            initiated_by: Uuid::from_u128(6),
+            payload: "{}".into(),
+            signature: "00".into(),
+            key_id: Uuid::from_u128(4),
+        };
+        assert_eq!(
+            Settlement::Absent.decide_settle(&context, &custody(0), request, NOW),
+            Err(DisputesEnabled)
+        );
+    }
+
+    #[test]
+    fn v2_request_stages_and_advances_the_cutoff() {
+        let (p, conns) = (partner(false), connections(100, 0));
+        let context = StageContext {
+            partner: &p,
+            connections: &conns,
+            previous_cutoff: None,
+            closures: &[],
+        };
+        let request = StageRequest {
+            settlement_id: S,
+            api: SettlementApi::V2,
+            external_id: "x".into(),
+            notes: None,
+            cutoff_at: Some(NOW),
+            instructions: vec![line(None, C1, -5).instruction],
+            initiated_by: Uuid::from_u128(6),
+            payload: "{}".into(),
+            signature: "00".into(),
+            key_id: Uuid::from_u128(4),
+        };
+        let events = Settlement::Absent
+            .decide_settle(&context, &Custody::default(), request, NOW)
+            .unwrap();
+        let staged = match &events[0] {
+            DomainEvent::SettlementStaged(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            staged.transfers,
+            transfers_of(S, &[line(None, C1, -5).instruction])
+        );
+        assert_eq!(
+            events.last(),
+            Some(
+                &PartnerCutoffAdvanced {
+                    partner_id: PARTNER,
+                    settlement_id: S,
+                    cutoff_at: NOW,
+                    at: NOW
+                }
+                .into()
+            )
+        );
+    }
+
+    #[test]
+    fn ids_are_derived_as_they_always_were() {
+        let command = staging_command_id(PARTNER, "x-1");
+        assert_eq!(
+            command,
+            CommandId::derive("settlement", &[PARTNER.as_bytes(), b"x-1"])
+        );
+        assert_eq!(
+            settlement_id_of(command),
+            Uuid::new_v5(&command.as_uuid(), b"settlement")
+        );
+        let transfers = transfers_of(S, &[line(None, C1, 1).instruction]);
+        assert_eq!(
+            transfers[0].transfer_id,
+            Uuid::new_v5(&S, &0u64.to_be_bytes())
+        );
+    }
+
+    #[test]
+    fn phase_follows_status_windows_and_time() {
+        use Phase::*;
+        use SettlementApi::{V1, V2};
+        use StatusKind::*;
+        let ends = Timestamp(NOW.0 + 10);
+        let cases = [
+            (V2, Pending, false, NOW, AwaitingDisputes),
+            (V2, Pending, true, NOW, ToppingUp),
+            (V2, Pending, true, ends, Executing),
+            (V2, Failed, true, NOW, Executing),
+            (V2, Completed, true, NOW, Done),
+            (V1, Pending, false, NOW, Executing),
+            (V1, Failed, false, NOW, Executing),
+            (V1, Completed, false, NOW, Done),
+        ];
+        for (api, status, finalized, now, phase) in cases {
+            assert_eq!(
+                Phase::of(api, status, finalized, ends, now),
+                phase,
+                "{api:?} {status:?} finalized={finalized}"
+            );
+        }
+        for status in [Pending, Failed, Completed] {
+            assert_eq!(StatusKind::parse(status.as_str()), Some(status));
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! The signed request behind an event (SPEC §4): the exact `payload` string the caller signed,
-//! its hex `signature` and the id of the enterprise key that verified it when it was accepted —
-//! kept in the event so an auditor can re-verify, years later, who instructed what.
+//! The signed request behind an event (docs/api/signatures.md): the exact `payload` string the
+//! caller signed, its hex `signature` and the id of the enterprise key that verified it when it was
+//! accepted — kept in the event so an auditor can re-verify, years later, who instructed what.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

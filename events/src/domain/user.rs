@@ -1,8 +1,8 @@
 //! The user aggregate: a person or system with an access token, a member of one or more
-//! enterprises, possibly an auditor (SPEC §2). Only the token's SHA-256 is ever stored; the clear
-//! token is generated outside the domain and shown once. An operator can disable a user (every
-//! request is refused until it is enabled again) and rotate its token (the old one stops working
-//! at once; the new one is again shown once).
+//! enterprises, possibly an auditor (docs/api/guide.md). Only the token's SHA-256 is ever stored;
+//! the clear token is generated outside the domain and shown once. An operator can disable a user
+//! (every request is refused until it is enabled again) and rotate its token (the old one stops
+//! working at once; the new one is again shown once).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -71,7 +71,7 @@ pub struct NewEvent {
     pub event: EncodedEvent,
 }
 
-/// A nonce the command consumes (SPEC §4): unique per `scope` (the enterprise).
+/// A nonce the command consumes (docs/api/signatures.md): unique per `scope` (the enterprise).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NonceClaim {
     pub scope: String,

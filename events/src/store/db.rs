@@ -19,7 +19,7 @@ pub const POOL_CONNECTIONS_DEFAULT: u32 = 16;
 pub const STATEMENT_TIMEOUT_SECONDS: u64 = 60;
 /// The longest a transaction of ours may sit idle between statements. Ours never wait on
 /// anything but Postgres inside a transaction; an open write transaction holds back the
-/// sequencer's xid horizon, and so delivery, for everyone (DESIGN.md §3).
+/// sequencer's xid horizon, and so delivery, for everyone (docs/decisions/0001-event-log.md).
 pub const IDLE_IN_TRANSACTION_TIMEOUT_SECONDS: u64 = 15;
 
 /// The session settings every pooled connection starts with.
@@ -71,7 +71,8 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     migrated
 }
 
-/// Refuses a server whose settings make a committed append non-durable (DESIGN.md §3).
+/// Refuses a server whose settings make a committed append non-durable (docs/ARCHITECTURE.md,
+/// invariant 1).
 pub async fn check_durability(pool: &PgPool) -> anyhow::Result<()> {
     for setting in ["fsync", "synchronous_commit"] {
         let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))

@@ -113,8 +113,8 @@ pub async fn load(store: &EventStore, streams: &[StreamName]) -> Result<Loaded, 
 }
 
 /// Returns the earlier outcome if this command (or its nonce) was executed before. The nonce is
-/// looked at first: a nonce reused with another payload is refused as such (SPEC §4), even when
-/// the command's identity is derived from that nonce.
+/// looked at first: a nonce reused with another payload is refused as such
+/// (docs/api/signatures.md), even when the command's identity is derived from that nonce.
 async fn earlier_outcome(
     store: &EventStore,
     command: &Command,

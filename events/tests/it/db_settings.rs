@@ -1,4 +1,4 @@
-//! Our own connections carry the session guards (DESIGN.md §3): every pooled connection reports
+//! Our own connections carry the session guards (ADR 0007): every pooled connection reports
 //! `statement_timeout` and `idle_in_transaction_session_timeout`, and migrations, which run
 //! without the statement timeout, do not hand that setting back to the pool.
 

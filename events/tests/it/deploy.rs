@@ -59,22 +59,35 @@ fn compose_runs_every_process_against_a_three_node_cluster() {
             "{name} is configured"
         );
     }
-    // The webhook signing seed is a secret that must be provided: compose refuses to start
-    // without it (`${VAR:?…}`), never falling back to the public development key.
-    for name in ["command-api", "finalizer"] {
-        let seed = services[name]["environment"]["SETTLE_WEBHOOK_SEED"].as_str();
+    // The seeds are Compose secrets (files under /run/secrets that the entrypoint exports),
+    // created from the environment of `docker compose up`: never in a service's plain
+    // environment, and never the public development key (ADR 0007, ADR 0010).
+    let secrets = &compose["secrets"];
+    for (name, seeds) in [
+        (
+            "command-api",
+            &["SETTLE_WEBHOOK_SEED", "SETTLE_AUDIT_SEED"][..],
+        ),
+        ("finalizer", &["SETTLE_WEBHOOK_SEED"][..]),
+    ] {
+        let service = &services[name];
         assert!(
-            seed.is_some_and(|s| s.starts_with("${SETTLE_WEBHOOK_SEED:?")),
-            "{name}: {seed:?}"
+            service["environment"]["SETTLE_DEVELOPMENT"].is_null(),
+            "{name}"
         );
-        assert!(services[name]["environment"]["SETTLE_DEVELOPMENT"].is_null());
+        for seed in seeds {
+            assert!(
+                service["environment"][*seed].is_null(),
+                "{name}: {seed} in plain environment"
+            );
+            let mounted = service["secrets"]
+                .as_sequence()
+                .and_then(|s| s.iter().find(|m| m["target"] == *seed))
+                .unwrap_or_else(|| panic!("{name} mounts {seed}"));
+            let source = mounted["source"].as_str().expect("source");
+            assert_eq!(secrets[source]["environment"], *seed, "{name}: {seed}");
+        }
     }
-    // So is the audit key's seed, which signs checkpoints of the log (ADR 0010).
-    let seed = services["command-api"]["environment"]["SETTLE_AUDIT_SEED"].as_str();
-    assert!(
-        seed.is_some_and(|s| s.starts_with("${SETTLE_AUDIT_SEED:?")),
-        "command-api: {seed:?}"
-    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use events::domain::connection::{
     AllocationCleared, AllocationKind, AllocationRecord, AllocationReleased, ConnectionCreated,
     ConnectionUpdated, ReleaseReason,
 };
+use events::domain::connection_key::{ConnectionKey, ConnectionKeySchema};
 use events::domain::custody::{CustodyAllocated, CustodyDeallocated, DepositCredited};
 use events::domain::dispute::{
     CarriedClosure, ClosedBy, ClosureQueued, ClosuresAssigned, ClosuresJoined, DisputeClosed,
@@ -141,6 +142,7 @@ fn samples() -> Vec<DomainEvent> {
             top_up_window: None,
             amount_format: AmountFormat::Decimal,
             at,
+            connection_key_schema: Some(ConnectionKeySchema::ApiKeyAndSecret),
         }
         .into(),
         PartnerUpdated {
@@ -149,6 +151,7 @@ fn samples() -> Vec<DomainEvent> {
             client_dispute_window: Some(None),
             top_up_window: Some(minutes(30, 0)),
             at,
+            connection_key_schema: Some(ConnectionKeySchema::Clearloop),
         }
         .into(),
         ClientRegistered {
@@ -194,7 +197,10 @@ fn samples() -> Vec<DomainEvent> {
             partner_enterprise_id: id(0x12),
             network_account_id: id(0x82),
             amount_format: AmountFormat::Decimal,
-            connection_key: "key-1".into(),
+            connection_key: ConnectionKey::ApiKeyAndSecret {
+                api_key: "api-key-1".into(),
+                api_secret: "api-secret-1".into(),
+            },
             nonce: "n-1".into(),
             proof: "00".repeat(64),
             at,
@@ -455,16 +461,14 @@ fn every_event_type_and_version_decodes_from_its_golden_bytes() {
                 decode_event(&encoded).unwrap_or_else(|e| panic!("{file} no longer decodes: {e}"));
             let decoded = serde_json::to_value(&decoded).unwrap();
             // An old version lifts to the current layout with the fields it did not have absent
-            // (null); every field it had keeps its value.
+            // (null); every field it had keeps its value, in its new shape where one changed.
+            let meant = reshaped(kind.name, version, &golden["decoded"]);
             let decoded = if version < kind.version {
-                without_added_nulls(&decoded, &golden["decoded"], &file)
+                without_added_nulls(&decoded, &meant, &file)
             } else {
                 decoded
             };
-            assert_eq!(
-                decoded, golden["decoded"],
-                "{file} decodes to what it meant"
-            );
+            assert_eq!(decoded, meant, "{file} decodes to what it meant");
             if version == kind.version {
                 let decoded = decode_event(&encoded).expect("decodes");
                 assert_eq!(
@@ -475,6 +479,33 @@ fn every_event_type_and_version_decodes_from_its_golden_bytes() {
             }
         }
     }
+}
+
+/// How an old value of a field reads in the field's new shape.
+type Reshape = fn(&Value) -> Value;
+
+/// Fields whose shape changed in a later version, and how their old value reads in the new one:
+/// `(type, versions before, field, new shape of the old value)`.
+const RESHAPED: &[(&str, u16, &str, Reshape)] = &[
+    // v3 keeps the key as an object of the partner's schema; a plain string is a `token` key.
+    (
+        "ConnectionCreated",
+        3,
+        "connection_key",
+        |old| json!({"schema": "token", "connectionToken": old}),
+    ),
+];
+
+/// `decoded` (a golden file's meaning) with every reshaped field of its version in its new shape.
+fn reshaped(type_name: &str, version: u16, decoded: &Value) -> Value {
+    let mut decoded = decoded.clone();
+    for (name, before, field, reshape) in RESHAPED {
+        if *name == type_name && version < *before {
+            let value = &mut decoded[*name][*field];
+            *value = reshape(value);
+        }
+    }
+    decoded
 }
 
 /// `lifted` without the fields `old` lacks, each of which must be null: what an upcaster adds
@@ -562,4 +593,104 @@ fn metadata_and_wire_layouts_decode_from_their_golden_bytes() {
         SequencedEvent::from_wire(&bytes(&golden, "hex")).unwrap(),
         event
     );
+}
+
+#[test]
+fn connection_keys_before_v3_lift_to_token_keys_and_partners_before_v2_take_tokens() {
+    use events::domain::partner::Partner;
+    for version in [1, 2] {
+        let golden = read_or_write(&format!("ConnectionCreated.v{version}.json"), || {
+            unreachable!("published")
+        });
+        let encoded = EncodedEvent {
+            type_id: 12,
+            schema_version: version,
+            payload: bytes(&golden, "payloadHex"),
+        };
+        match decode_event(&encoded).expect("decodes") {
+            DomainEvent::ConnectionCreated(e) => {
+                assert_eq!(
+                    e.connection_key,
+                    ConnectionKey::token("key-1"),
+                    "v{version}"
+                )
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+    let registered = read_or_write("PartnerRegistered.v1.json", || unreachable!("published"));
+    let registered = decode_event(&EncodedEvent {
+        type_id: 6,
+        schema_version: 1,
+        payload: bytes(&registered, "payloadHex"),
+    })
+    .expect("v1 decodes");
+    let updated = read_or_write("PartnerUpdated.v1.json", || unreachable!("published"));
+    let updated = decode_event(&EncodedEvent {
+        type_id: 7,
+        schema_version: 1,
+        payload: bytes(&updated, "payloadHex"),
+    })
+    .expect("v1 decodes");
+    let partner = [registered, updated]
+        .iter()
+        .fold(Partner::Absent, Partner::evolve);
+    assert_eq!(
+        partner.record().expect("registered").connection_key_schema,
+        ConnectionKeySchema::Token,
+        "a partner registered before schemas takes tokens, and a v1 update keeps it"
+    );
+}
+
+/// Every connection key shape and every schema, as the event log stores them (postcard: the
+/// variant index, then the fields): the corpus pins the variant order, which never changes.
+#[test]
+fn connection_key_layouts_decode_from_their_golden_bytes() {
+    let keys = [
+        ConnectionKey::token("t-1"),
+        ConnectionKey::TokenAndSignature {
+            connection_token: "t-1".into(),
+            signature: "s-1".into(),
+        },
+        ConnectionKey::ApiKeyAndSecret {
+            api_key: "k-1".into(),
+            api_secret: "secret-1".into(),
+        },
+        ConnectionKey::Clearloop {
+            connection_token: "t-1".into(),
+            public_key: "pk-1".into(),
+        },
+    ];
+    let golden = read_or_write("connection-keys.v1.json", || {
+        json!({
+            "keys": keys.iter().map(|k| json!({
+                "hex": hex::encode(postcard::to_stdvec(k).unwrap()),
+                "json": k,
+            })).collect::<Vec<_>>(),
+            "schemas": ConnectionKeySchema::ALL.iter().map(|s| json!({
+                "hex": hex::encode(postcard::to_stdvec(s).unwrap()),
+                "json": s,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    for (key, pinned) in keys.iter().zip(golden["keys"].as_array().expect("keys")) {
+        let stored = bytes(pinned, "hex");
+        assert_eq!(
+            postcard::from_bytes::<ConnectionKey>(&stored).expect("decodes"),
+            *key
+        );
+        assert_eq!(postcard::to_stdvec(key).unwrap(), stored, "{key:?}");
+        assert_eq!(serde_json::to_value(key).unwrap(), pinned["json"]);
+    }
+    for (schema, pinned) in ConnectionKeySchema::ALL
+        .iter()
+        .zip(golden["schemas"].as_array().expect("schemas"))
+    {
+        let stored = bytes(pinned, "hex");
+        assert_eq!(
+            postcard::from_bytes::<ConnectionKeySchema>(&stored).expect("decodes"),
+            *schema
+        );
+        assert_eq!(serde_json::to_value(schema).unwrap(), pinned["json"]);
+    }
 }

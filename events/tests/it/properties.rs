@@ -322,7 +322,7 @@ mod settlement_model {
             let partner = PartnerRecord {
                 id: PARTNER, enterprise_id: PARTNER_E, name: "p".into(), broker: false, active: true,
                 client_dispute_window: None, top_up_window: None, amount_format: AmountFormat::BaseUnits,
-                last_cutoff: None, pending_closures: Default::default(), created_at: NOW, updated_at: NOW,
+                connection_key_schema: Default::default(), last_cutoff: None, pending_closures: Default::default(), created_at: NOW, updated_at: NOW,
             };
             let connections: BTreeMap<Uuid, Connection> = (1..6u128).map(|n| (Uuid::from_u128(n), connection(n, allocated[n as usize - 1]))).collect();
             let transfers: Vec<Transfer> = lines.iter().enumerate().map(|(i, (c, q))| Transfer {
@@ -402,6 +402,56 @@ mod settlement_model {
             }
             if completed {
                 prop_assert_eq!(settled.decide_execute(&conns, &custody, closes), Err(LifecycleRejection::Completed), "nothing executes twice");
+            }
+        }
+
+        /// v1 performs at once or not at all: it completes exactly when every connection covers
+        /// its net loss and the partner its net outflow; otherwise it is recorded failed and no
+        /// balance moves (nothing is held). BTC is conserved either way.
+        #[test]
+        fn v1_performs_everything_or_records_a_failure_that_holds_nothing(
+            lines in proptest::collection::vec((1u128..6, -1_000i128..1_000).prop_filter("non-zero", |(_, q)| *q != 0), 1..30),
+            allocated in proptest::collection::vec(0i128..2_000, 5),
+            partner_funds in 0i128..5_000,
+        ) {
+            let partner = PartnerRecord {
+                id: PARTNER, enterprise_id: PARTNER_E, name: "p".into(), broker: false, active: true,
+                client_dispute_window: None, top_up_window: None, amount_format: AmountFormat::BaseUnits,
+                connection_key_schema: Default::default(), last_cutoff: None, pending_closures: Default::default(), created_at: NOW, updated_at: NOW,
+            };
+            let connections: BTreeMap<Uuid, Connection> = (1..6u128).map(|n| (Uuid::from_u128(n), connection(n, allocated[n as usize - 1]))).collect();
+            let transfers: Vec<Transfer> = lines.iter().enumerate().map(|(i, (c, q))| Transfer {
+                transfer_id: Uuid::from_u128(1000 + i as u128),
+                instruction: Instruction { source: None, destination: Uuid::from_u128(*c), currency: btc(), quantity: *q },
+            }).collect();
+            let staged = SettlementStaged {
+                settlement_id: Uuid::from_u128(0x5), partner_id: PARTNER, partner_enterprise_id: PARTNER_E, external_id: "x".into(),
+                api: SettlementApi::V1, notes: None, cutoff_at: None, transfers, dispute_window_micros: 0,
+                top_up_window_micros: 0, initiated_by: Uuid::from_u128(6), payload: "{}".into(), signature: "00".into(),
+                key_id: Uuid::from_u128(4), at: NOW,
+            };
+            let mut net: BTreeMap<Uuid, i128> = BTreeMap::new();
+            for (c, q) in &lines {
+                *net.entry(Uuid::from_u128(*c)).or_default() += q;
+            }
+            let deposit = DepositCredited { enterprise_id: PARTNER_E, deposit_id: Uuid::from_u128(1), external_id: "d".into(), currency: btc(), quantity: partner_funds, at: NOW };
+            let custody = Custody::default().evolve(&deposit.into());
+            let context = StageContext { partner: &partner, connections: &connections, previous_cutoff: None, closures: &[] };
+            let events = Settlement::Absent.decide_perform(&context, &custody, staged, NOW).unwrap();
+            let covered = net.iter().all(|(c, n)| *n >= 0 || -n <= connections[c].balance(&btc()).available());
+            let outflow: i128 = net.values().sum();
+            let settled = events.iter().fold(Settlement::Absent, Settlement::evolve);
+            let completed = matches!(settled.record().unwrap().status, Status::Completed { .. });
+            prop_assert_eq!(completed, covered && outflow <= partner_funds, "completes exactly when every balance covers it");
+            let after: BTreeMap<Uuid, Connection> = connections.iter().map(|(id, c)| (*id, events.iter().fold(c.clone(), Connection::evolve))).collect();
+            let custody_after = events.iter().fold(custody.clone(), Custody::evolve);
+            let total = |conns: &BTreeMap<Uuid, Connection>, custody: &Custody| conns.values().map(|c| c.balance(&btc()).total()).sum::<i128>() + custody.balance(&btc()).total();
+            prop_assert_eq!(total(&after, &custody_after), total(&connections, &custody), "conserved");
+            for (id, c) in &after {
+                prop_assert_eq!(c.balance(&btc()).held(), 0, "nothing stays held");
+                if !completed {
+                    prop_assert_eq!(c.balance(&btc()), connections[id].balance(&btc()), "a failure moves nothing");
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! The pure core stays pure: `events/src/domain` and `events/src/codec` name no I/O crate and
-//! read no clock or randomness (DESIGN.md §2). A grep, so it fails on the first offending line.
+//! read no clock or randomness (docs/ARCHITECTURE.md). A grep, so it fails on the first offending
+//! line.
 
 use std::path::Path;
 

@@ -89,7 +89,7 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
                 .await?;
         }
         DomainEvent::PartnerRegistered(e) => {
-            sqlx::query("INSERT INTO rm_partners VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $8) ON CONFLICT DO NOTHING")
+            sqlx::query("INSERT INTO rm_partners VALUES ($1, $2, $3, $4, true, $5, $6, $7, $8, $8, $9) ON CONFLICT DO NOTHING")
                 .bind(e.partner_id)
                 .bind(e.enterprise_id)
                 .bind(&e.name)
@@ -98,6 +98,7 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
                 .bind(minutes(e.top_up_window))
                 .bind(e.amount_format.as_str())
                 .bind(to_datetime(e.at))
+                .bind(e.connection_key_schema.unwrap_or_default().as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -107,7 +108,8 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
                     active = coalesce($2, active),
                     client_dispute_window_minutes = CASE WHEN $3 THEN $4 ELSE client_dispute_window_minutes END,
                     top_up_window_minutes = CASE WHEN $5 THEN $6 ELSE top_up_window_minutes END,
-                    updated_at = $7
+                    updated_at = $7,
+                    connection_key_schema = coalesce($8, connection_key_schema)
                  WHERE id = $1",
             )
             .bind(e.partner_id)
@@ -117,6 +119,7 @@ async fn apply(tx: &mut PgConnection, event: &DomainEvent) -> anyhow::Result<()>
             .bind(e.top_up_window.is_some())
             .bind(minutes(e.top_up_window.flatten()))
             .bind(to_datetime(e.at))
+            .bind(e.connection_key_schema.map(|s| s.as_str()))
             .execute(&mut *tx)
             .await?;
         }

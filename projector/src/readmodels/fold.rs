@@ -65,6 +65,8 @@ pub struct PartnerRow {
     pub client_dispute_window_minutes: Option<String>,
     pub top_up_window_minutes: Option<String>,
     pub amount_format: String,
+    /// The partner's `connectionKeySchema` (`token` for partners registered before schemas).
+    pub connection_key_schema: String,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -645,6 +647,11 @@ impl Rows {
                         client_dispute_window_minutes: minutes(e.client_dispute_window),
                         top_up_window_minutes: minutes(e.top_up_window),
                         amount_format: e.amount_format.as_str().to_owned(),
+                        connection_key_schema: e
+                            .connection_key_schema
+                            .unwrap_or_default()
+                            .as_str()
+                            .to_owned(),
                         created_at: at,
                         updated_at: at,
                     },
@@ -659,6 +666,9 @@ impl Rows {
                 }
                 if let Some(w) = e.top_up_window {
                     r.top_up_window_minutes = minutes(w);
+                }
+                if let Some(schema) = e.connection_key_schema {
+                    r.connection_key_schema = schema.as_str().to_owned();
                 }
                 r.updated_at = to_datetime(e.at);
             }),

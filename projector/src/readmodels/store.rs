@@ -66,7 +66,8 @@ pub async fn load(tx: &mut PgConnection, needs: &Needs) -> anyhow::Result<Loaded
     if !needs.partners.is_empty() {
         loaded.partners = sqlx::query(
             "SELECT id, enterprise_id, name, broker, active, client_dispute_window_minutes,
-                    top_up_window_minutes, amount_format, created_at, updated_at
+                    top_up_window_minutes, amount_format, connection_key_schema, created_at,
+                    updated_at
              FROM rm_partners WHERE id = ANY($1)",
         )
         .bind(ids(&needs.partners))
@@ -83,6 +84,7 @@ pub async fn load(tx: &mut PgConnection, needs: &Needs) -> anyhow::Result<Loaded
                 client_dispute_window_minutes: r.try_get("client_dispute_window_minutes")?,
                 top_up_window_minutes: r.try_get("top_up_window_minutes")?,
                 amount_format: r.try_get("amount_format")?,
+                connection_key_schema: r.try_get("connection_key_schema")?,
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
             })
@@ -260,15 +262,17 @@ const TABLE_WRITES: [(&str, usize); 13] = [
     ),
     (
         "INSERT INTO rm_partners (id, enterprise_id, name, broker, active, client_dispute_window_minutes,
-                                  top_up_window_minutes, amount_format, created_at, updated_at)
+                                  top_up_window_minutes, amount_format, connection_key_schema,
+                                  created_at, updated_at)
          SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bool[], $5::bool[], $6::text[],
-                              $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])
+                              $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
          ON CONFLICT (id) DO UPDATE SET enterprise_id = EXCLUDED.enterprise_id, name = EXCLUDED.name,
              broker = EXCLUDED.broker, active = EXCLUDED.active,
              client_dispute_window_minutes = EXCLUDED.client_dispute_window_minutes,
              top_up_window_minutes = EXCLUDED.top_up_window_minutes, amount_format = EXCLUDED.amount_format,
+             connection_key_schema = EXCLUDED.connection_key_schema,
              created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
-        10,
+        11,
     ),
     (
         "INSERT INTO rm_clients (id, enterprise_id, wallet_id, created_at, updated_at)
@@ -524,6 +528,7 @@ pub async fn write_tables(
         col(&r, |x| x.client_dispute_window_minutes.clone()),
         col(&r, |x| x.top_up_window_minutes.clone()),
         col(&r, |x| x.amount_format.clone()),
+        col(&r, |x| x.connection_key_schema.clone()),
         col(&r, |x| x.created_at),
         col(&r, |x| x.updated_at),
     );

@@ -1,5 +1,6 @@
-//! Request signatures (SPEC §4): Ed25519 public keys and signatures, the canonical payload a
-//! partner signs, and the parsing of a signed request body into what the command API needs.
+//! Request signatures (docs/api/signatures.md): Ed25519 public keys and signatures, the canonical
+//! payload a partner signs, and the parsing of a signed request body into what the command API
+//! needs.
 //!
 //! Everything here is pure: no I/O, no clock. Verification is `verify_strict`, so a signature
 //! accepted today stays accepted by any later strict verifier an auditor uses.

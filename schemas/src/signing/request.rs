@@ -87,7 +87,8 @@ pub struct SignedRequest {
 
 impl SignedRequest {
     /// Splits `body` (the parsed request body) into payload, signature and fields, and requires
-    /// the payload to equal the body's other fields plus `path_ids` (the route's ids, SPEC §6).
+    /// the payload to equal the body's other fields plus `path_ids` (the route's ids,
+    /// docs/api/signatures.md).
     pub fn parse(body: &Value, path_ids: &[(&str, String)]) -> Result<Self, SigningError> {
         let body = body.as_object().ok_or(SigningError::BodyNotAnObject)?;
         let payload = required_str(body, PAYLOAD, SigningError::MissingPayload)
