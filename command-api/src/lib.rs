@@ -1,6 +1,7 @@
 //! The command API process: HTTP commands and queries, and — when it holds the leader lock — the
 //! sequencer and relay that order committed events and publish them to JetStream.
 
+pub mod console;
 pub mod http;
 pub mod signer;
 pub mod state;

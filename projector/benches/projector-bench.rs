@@ -56,6 +56,9 @@ struct Args {
     /// Events per read of the stream (and at most per partition transaction).
     #[arg(long, default_value_t = projector::BATCH_EVENTS_DEFAULT)]
     batch_events: usize,
+    /// Events per chunk of the rebuild.
+    #[arg(long, default_value_t = projector::rebuild::CHUNK_EVENTS_DEFAULT)]
+    chunk_events: usize,
     /// Seconds of paced load for the latency figure.
     #[arg(long, default_value_t = 10)]
     latency_seconds: u64,
@@ -202,12 +205,7 @@ impl Bench {
         let n = self.args.events;
         // Raw: the same ordered keyset scan and decode, through the same read-ahead.
         let started = Instant::now();
-        let mut chunks = read_ahead(
-            self.pool.clone(),
-            0,
-            n,
-            projector::rebuild::CHUNK_EVENTS_DEFAULT,
-        );
+        let mut chunks = read_ahead(self.pool.clone(), 0, n, self.args.chunk_events);
         let mut scanned = 0u64;
         while let Some(chunk) = chunks.recv().await {
             scanned += chunk?.len() as u64;
@@ -219,7 +217,7 @@ impl Bench {
             self.args.partitions,
             n,
             "bench_rebuild",
-            projector::rebuild::CHUNK_EVENTS_DEFAULT,
+            self.args.chunk_events,
             false,
         )
         .await?;

@@ -22,7 +22,7 @@ use events::domain::{CommandId, DomainEvent, StreamName};
 use events::store::Loaded;
 use rand::RngCore;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -31,10 +31,11 @@ use super::auth::{
     Admin,
 };
 use super::body::{parse, JsonBody};
-use super::command::{run, run_replayable, CommandSpec, Decided, Reply};
+use super::command::{run, run_replayable, CommandSpec, Decided};
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
-use super::views;
+use super::{reads, views};
 use crate::state::{sha256, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -54,22 +55,52 @@ pub fn routes() -> Router<AppState> {
         .route("/currencies", get(currencies))
 }
 
-/// The shape of most admin commands: fold one stream, decide, and answer with the state after.
-pub(super) fn on_stream<S: Default>(
+/// The shape of most admin commands: fold one stream, decide, and answer with the state after,
+/// as the contract type `view` renders it.
+pub(super) fn on_stream<S: Default, T: Serialize>(
     loaded: &Loaded,
     stream: &StreamName,
     evolve: fn(S, &DomainEvent) -> S,
     decide: impl FnOnce(&S) -> Result<Vec<DomainEvent>, ApiError>,
-    view: impl FnOnce(&S) -> Value,
+    view: impl FnOnce(&S) -> Result<T, ApiError>,
 ) -> Decided {
     let current: S = fold(loaded, stream, evolve);
     let events = decide(&current)?;
     let after = events.iter().fold(current, evolve);
-    let body = view(&after);
+    let body = views::reply(&view(&after)?)?;
     Ok((
         events.into_iter().map(|e| (stream.clone(), e)).collect(),
-        Reply::ok(body),
+        body,
     ))
+}
+
+/// The record a command that succeeded leaves behind (it decided on it, so it exists).
+fn recorded<T>(record: Option<T>, what: &str) -> Result<T, ApiError> {
+    record.ok_or_else(|| ApiError::internal(format!("no {what} after the command")))
+}
+
+fn enterprise_reply(after: &Enterprise) -> Result<contract::EnterpriseReply, ApiError> {
+    Ok(contract::EnterpriseReply {
+        enterprise: views::enterprise(recorded(after.record(), "enterprise")?),
+    })
+}
+
+fn user_reply(after: &User) -> Result<contract::UserReply, ApiError> {
+    Ok(contract::UserReply {
+        user: views::user(recorded(after.record(), "user")?),
+    })
+}
+
+fn partner_reply(after: &Partner) -> Result<contract::PartnerReply, ApiError> {
+    Ok(contract::PartnerReply {
+        partner: views::partner(recorded(after.record(), "partner")?),
+    })
+}
+
+fn key_reply(after: &Enterprise, e: Uuid, key_id: Uuid) -> Result<contract::KeyReply, ApiError> {
+    Ok(contract::KeyReply {
+        key: views::key(e, key_id, recorded(after.record(), "enterprise")?),
+    })
 }
 
 /// 404 unless the enterprise a command names exists.
@@ -204,7 +235,7 @@ async fn create_enterprise(
             &stream,
             Enterprise::evolve,
             |current| current.decide(command, at).map_err(enterprise_error),
-            |after| json!({ "enterprise": after.record().map(views::enterprise) }),
+            enterprise_reply,
         )
     })
     .await
@@ -241,7 +272,7 @@ async fn set_license(
                     )
                     .map_err(enterprise_error)
             },
-            |after| json!({ "enterprise": after.record().map(views::enterprise) }),
+            enterprise_reply,
         )
     })
     .await
@@ -293,7 +324,7 @@ async fn create_user(
             &stream,
             User::evolve,
             |current| current.decide_create(command, at).map_err(user_error),
-            |after| json!({ "user": after.record().map(views::user) }),
+            user_reply,
         )
     })
     .await?;
@@ -339,7 +370,7 @@ async fn set_user_enabled(
             &stream,
             User::evolve,
             |current| current.decide_enabled(enabled, at).map_err(user_error),
-            |after| json!({ "user": after.record().map(views::user) }),
+            user_reply,
         )
     })
     .await
@@ -389,14 +420,15 @@ async fn rotate_token(
                     .decide_rotate_token(token_hash, at)
                     .map_err(user_error)
             },
-            |after| json!({ "user": after.record().map(views::user) }),
+            user_reply,
         )
     })
     .await?;
     with_token(response, &token).await
 }
 
-/// Adds the one-time `accessToken` to a successful user creation.
+/// Adds the one-time `accessToken` to a successful user creation or token rotation: the
+/// recorded `{"user"}` becomes `{"user", "accessToken"}`.
 async fn with_token(response: Response, token: &str) -> Result<Response, ApiError> {
     if !response.status().is_success() {
         return Ok(response);
@@ -405,9 +437,13 @@ async fn with_token(response: Response, token: &str) -> Result<Response, ApiErro
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(ApiError::internal)?;
-    let mut value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
-    value["accessToken"] = token.into();
-    let mut response = axum::response::IntoResponse::into_response(Json(value));
+    let value: Value = serde_json::from_slice(&bytes).map_err(ApiError::internal)?;
+    let recorded: contract::UserReply = reads::checked(value)?;
+    let reply = contract::UserTokenReply {
+        user: recorded.user,
+        access_token: token.to_owned(),
+    };
+    let mut response = axum::response::IntoResponse::into_response(Json(reply));
     *response.status_mut() = parts.status;
     for (name, header) in parts
         .headers
@@ -467,7 +503,7 @@ async fn register_key(
             &stream,
             Enterprise::evolve,
             |current| current.decide(command, at).map_err(enterprise_error),
-            |after| json!({ "key": after.record().map(|r| views::key(e, key_id, r)) }),
+            |after| key_reply(after, e, key_id),
         )
     })
     .await
@@ -496,7 +532,7 @@ async fn revoke_key(
                     .decide(EnterpriseCommand::RevokeKey { key_id }, at)
                     .map_err(enterprise_error)
             },
-            |after| json!({ "key": after.record().map(|r| views::key(e, key_id, r)) }),
+            |after| key_reply(after, e, key_id),
         )
     })
     .await
@@ -605,7 +641,7 @@ async fn register_partner(
             &stream,
             Partner::evolve,
             |current| current.decide(command, at).map_err(partner_error),
-            |after| json!({ "partner": after.record().map(views::partner) }),
+            partner_reply,
         )
     })
     .await
@@ -686,7 +722,7 @@ async fn update_partner(
             &stream,
             Partner::evolve,
             |current| current.decide(command, at).map_err(partner_error),
-            |after| json!({ "partner": after.record().map(views::partner) }),
+            partner_reply,
         )
     })
     .await
@@ -722,7 +758,11 @@ async fn register_client(
             &stream,
             Client::evolve,
             |current| current.decide_register(e, at).map_err(already),
-            |after| json!({ "client": after.record().map(views::client) }),
+            |after| {
+                Ok(contract::ClientReply {
+                    client: views::client(recorded(after.record(), "client")?),
+                })
+            },
         )
     })
     .await
@@ -788,17 +828,17 @@ async fn deposit(
                 .map_err(deposit_error)
         };
         let view = |after: &Custody| {
-            let recorded = after.deposits.get(&request.external_id).map(|d| {
-                json!({
-                    "id": d.deposit_id,
-                    "enterpriseId": e,
-                    "externalId": request.external_id,
-                    "currency": d.currency.as_str(),
-                    "quantity": d.quantity.to_string(),
-                    "createdAt": views::time(d.at),
-                })
-            });
-            json!({ "deposit": recorded })
+            let d = recorded(after.deposits.get(&request.external_id), "deposit")?;
+            Ok(contract::DepositReply {
+                deposit: contract::Deposit {
+                    id: d.deposit_id,
+                    enterprise_id: e,
+                    external_id: request.external_id.clone(),
+                    currency: d.currency.as_str().to_owned(),
+                    quantity: d.quantity.to_string(),
+                    created_at: views::time(d.at),
+                },
+            })
         };
         on_stream(loaded, &stream, Custody::evolve, decide, view)
     })
@@ -817,6 +857,15 @@ fn deposit_error(e: DepositRejection) -> ApiError {
     }
 }
 
-async fn currencies(_: Admin, State(state): State<AppState>) -> Json<Value> {
-    Json(serde_json::to_value(&*state.currencies).unwrap_or_default())
+async fn currencies(_: Admin, State(state): State<AppState>) -> Json<contract::CurrencyTable> {
+    Json(contract::CurrencyTable {
+        currencies: state
+            .currencies
+            .iter()
+            .map(|(code, decimals)| contract::Currency {
+                code: code.as_str().to_owned(),
+                decimals: u32::from(decimals),
+            })
+            .collect(),
+    })
 }

@@ -31,13 +31,14 @@ use events::domain::settlement::{Settlement, SettlementRecord, Status};
 use events::domain::stream::of;
 use events::domain::user::User;
 use events::domain::{DomainEvent, StreamName};
+use events::store::ChainFault;
 use schemas::signing::checkpoint::{AuditKeyError, AuditSigner, AUDIT_SEED_ENV, CHECKPOINT_ORIGIN};
 use schemas::signing::webhook::{KeySource, DEVELOPMENT_ENV};
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::auth::{self, bearer, fold, Admin, Caller};
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use super::{disputes, settlements};
 use crate::state::{sha256, AppState};
@@ -235,13 +236,19 @@ fn uuid_param(query: &HashMap<String, String>, name: &str) -> Result<Option<Uuid
         .transpose()
 }
 
-/// A JSON body already serialized (events carry raw JSON payloads).
-fn json_text(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+/// An event as `events::audit::render` writes it (one line, shared with the `settle-audit`
+/// export), read into its contract type. Written again, it must be the same text — every field
+/// named, ordered and formatted as the contract says — or the answer is an internal error, so
+/// the renderer and the contract cannot drift apart unnoticed.
+fn audit_event(line: String) -> Result<contract::AuditEvent, ApiError> {
+    let event: contract::AuditEvent = serde_json::from_str(&line).map_err(ApiError::internal)?;
+    let again = serde_json::to_string(&event).map_err(ApiError::internal)?;
+    if again != line {
+        return Err(ApiError::internal(format!(
+            "an audit event left its contract: {line} is not {again}"
+        )));
+    }
+    Ok(event)
 }
 
 /// Whether the caller sees a stream (404 otherwise: another tenant's objects are invisible).
@@ -266,7 +273,7 @@ async fn timeline(
     Extension(caller): Extension<AuditCaller>,
     State(s): State<AppState>,
     Path(id): Path<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<contract::AuditTimeline>, ApiError> {
     let stream = of::settlement(id);
     let found = log::settlement_timeline(&s.pool, id)
         .await
@@ -280,14 +287,14 @@ async fn timeline(
     for e in events.iter().filter_map(|a| a.decoded.as_ref().ok()) {
         signers.learn(e);
     }
-    let lines: Vec<String> = events
+    let events = events
         .iter()
-        .map(|a| a.to_json(Some((&keys, &signers))))
-        .collect();
-    Ok(json_text(format!(
-        "{{\"settlementId\":\"{id}\",\"events\":[{}]}}",
-        lines.join(",")
-    )))
+        .map(|a| audit_event(a.to_json(Some((&keys, &signers)))))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(contract::AuditTimeline {
+        settlement_id: id,
+        events,
+    }))
 }
 
 /// The position a state read asks for: `atPosition`, `asOf` (the longest prefix of the log
@@ -337,13 +344,16 @@ async fn recorded_at(s: &AppState, position: u64) -> Result<Timestamp, ApiError>
 }
 
 /// A transfer as the settlement's own state says it stood (read models add execution details).
-fn transfer_status(r: &SettlementRecord, connection_ids: [Option<Uuid>; 2]) -> &'static str {
+fn transfer_status(
+    r: &SettlementRecord,
+    connection_ids: [Option<Uuid>; 2],
+) -> contract::TransferStatus {
     let withheld = connection_ids.iter().flatten().any(|c| r.is_withheld(*c));
     match (&r.status, withheld) {
-        (_, true) => "disputed",
-        (Status::Completed { .. }, false) => "completed",
-        (Status::Failed { .. }, false) => "failed",
-        (Status::Pending, false) => "pending",
+        (_, true) => contract::TransferStatus::Disputed,
+        (Status::Completed { .. }, false) => contract::TransferStatus::Completed,
+        (Status::Failed { .. }, false) => contract::TransferStatus::Failed,
+        (Status::Pending, false) => contract::TransferStatus::Pending,
     }
 }
 
@@ -352,7 +362,7 @@ async fn settlement_at(
     State(s): State<AppState>,
     Path(id): Path<Uuid>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::AuditSettlementAt>, ApiError> {
     only(&query, &["atPosition", "asOf"])?;
     let (position, at) = position_of(&s, &query).await?;
     let settlement = state::settlement_at(&s.pool, id, position)
@@ -364,45 +374,47 @@ async fn settlement_at(
     if !sees(&s, &caller, &of::settlement(id)).await? {
         return Err(ApiError::not_found("settlement"));
     }
-    let transfers: Vec<Value> = record
+    let transfers = record
         .all_transfers()
         .map(|t| {
             let i = &t.instruction;
-            json!({
-                "id": t.transfer_id,
-                "currency": i.currency.as_str(),
-                "quantity": format_base_units(i.quantity),
-                "sourceConnectionId": i.source,
-                "destinationConnectionId": i.destination,
-                "status": transfer_status(&record, [Some(i.destination), i.source]),
-            })
+            contract::AuditTransfer {
+                id: t.transfer_id,
+                currency: i.currency.as_str().to_owned(),
+                quantity: format_base_units(i.quantity),
+                source_connection_id: i.source,
+                destination_connection_id: i.destination,
+                status: transfer_status(&record, [Some(i.destination), i.source]),
+            }
         })
         .collect();
-    let disputes: Vec<Value> = record
+    let disputes = record
         .disputes
         .values()
         .map(|d| disputes::view(&record, d, None))
         .collect();
-    Ok(Json(json!({
-        "atPosition": position,
-        "asOf": time(at),
-        "settlement": settlements::view(&record, at),
-        "settlementTransfers": transfers,
-        "settlementDisputes": disputes,
-    })))
+    Ok(Json(contract::AuditSettlementAt {
+        at_position: position,
+        as_of: time(at),
+        settlement: settlements::view(&record, at),
+        settlement_transfers: transfers,
+        settlement_disputes: disputes,
+    }))
 }
 
-fn balance_map(balances: &BTreeMap<String, Balance>) -> Value {
+fn balance_map(balances: &BTreeMap<String, Balance>) -> BTreeMap<String, contract::Balance> {
     balances
         .iter()
         .map(|(c, b)| {
             (
                 c.clone(),
-                json!({"available": format_base_units(b.available()), "held": format_base_units(b.held())}),
+                contract::Balance {
+                    available: format_base_units(b.available()),
+                    held: format_base_units(b.held()),
+                },
             )
         })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+        .collect()
 }
 
 async fn balances_at(
@@ -410,7 +422,7 @@ async fn balances_at(
     State(s): State<AppState>,
     Path(e): Path<Uuid>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::AuditBalancesAt>, ApiError> {
     only(&query, &["atPosition", "asOf"])?;
     let exists = !log::first_events(&s.pool, &[of::enterprise(e)], 1)
         .await
@@ -423,30 +435,40 @@ async fn balances_at(
     let found = state::balances_at(&s.pool, e, position)
         .await
         .map_err(audit_error)?;
-    let (mut as_client, mut as_partner) = (serde_json::Map::new(), serde_json::Map::new());
+    let (mut as_client, mut as_partner) = (BTreeMap::new(), BTreeMap::new());
     for (c, balances) in &found.connections {
         if c.client_enterprise_id == e {
             as_client.insert(
                 c.connection_id.to_string(),
-                json!({"partnerId": c.partner_id, "name": c.name, "balances": balance_map(balances)}),
+                contract::NetworkBalance {
+                    partner_id: Some(c.partner_id),
+                    client_id: None,
+                    name: c.name.clone(),
+                    balances: balance_map(balances),
+                },
             );
         }
         if c.partner_enterprise_id == e {
             as_partner.insert(
                 c.connection_id.to_string(),
-                json!({"clientId": c.client_id, "name": c.name, "balances": balance_map(balances)}),
+                contract::NetworkBalance {
+                    partner_id: None,
+                    client_id: Some(c.client_id),
+                    name: c.name.clone(),
+                    balances: balance_map(balances),
+                },
             );
         }
     }
-    Ok(Json(json!({
-        "enterpriseId": e,
-        "atPosition": position,
-        "asOf": time(at),
-        "balances": balance_map(&found.custody),
-        "clientNetworkBalances": as_client,
-        "partnerNetworkBalances": as_partner,
-        "eventsFolded": found.events_folded,
-    })))
+    Ok(Json(contract::AuditBalancesAt {
+        enterprise_id: e,
+        at_position: position,
+        as_of: time(at),
+        balances: balance_map(&found.custody),
+        client_network_balances: as_client,
+        partner_network_balances: as_partner,
+        events_folded: found.events_folded as u64,
+    }))
 }
 
 /// The feed's filters, parsed.
@@ -592,8 +614,10 @@ async fn feed(
         .iter()
         .map(|a| a.to_json(Some((&keys, &signers))))
         .collect();
-    let next_json = next.map_or("null".to_owned(), |n| n.to_string());
     if ndjson {
+        // The export: the renderer's lines as they are (each the `AuditEvent` of the JSON
+        // form, which reads them back into the contract type).
+        let next_json = next.map_or("null".to_owned(), |n| n.to_string());
         let mut body = lines.join("\n");
         if !body.is_empty() {
             body.push('\n');
@@ -609,10 +633,16 @@ async fn feed(
         }
         return Ok(response);
     }
-    Ok(json_text(format!(
-        "{{\"events\":[{}],\"nextAfter\":{next_json},\"head\":{head}}}",
-        lines.join(",")
-    )))
+    let events = lines
+        .into_iter()
+        .map(audit_event)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(contract::AuditFeed {
+        events,
+        next_after: next,
+        head,
+    })
+    .into_response())
 }
 
 fn signer(s: &AppState) -> Result<&AuditSigner, ApiError> {
@@ -622,10 +652,26 @@ fn signer(s: &AppState) -> Result<&AuditSigner, ApiError> {
         .ok_or_else(|| ApiError::internal("the audit key is not configured"))
 }
 
+/// A fault of the chain as the contract writes it.
+fn chain_fault(fault: &Option<ChainFault>) -> Option<contract::ChainFault> {
+    fault.as_ref().map(|f| match *f {
+        ChainFault::HashMismatch { position } => contract::ChainFault {
+            kind: "hashMismatch".to_owned(),
+            position,
+            found: None,
+        },
+        ChainFault::Gap { expected, found } => contract::ChainFault {
+            kind: "gap".to_owned(),
+            position: expected,
+            found: Some(found),
+        },
+    })
+}
+
 async fn chain_head(
     State(s): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::ChainHead>, ApiError> {
     only(&query, &[])?;
     let head = log::head(&s.pool).await.map_err(audit_error)?;
     let now = Timestamp(chrono::Utc::now().timestamp_micros());
@@ -633,21 +679,44 @@ async fn chain_head(
     let latest = chain::latest_verification(&s.pool)
         .await
         .map_err(audit_error)?;
-    Ok(Json(json!({
-        "head": {
-            "position": head.map_or(0, |h| h.position),
-            "hash": hex::encode(head.map_or([0; 32], |h| h.hash)),
-            "recordedAt": head.map(|h| time(h.recorded_at)),
+    let SignedCheckpoint {
+        position,
+        hash,
+        time: signed_time,
+        note,
+        signature,
+        public_key,
+    } = checkpoint;
+    Ok(Json(contract::ChainHead {
+        head: contract::ChainPosition {
+            position: head.map_or(0, |h| h.position),
+            hash: hex::encode(head.map_or([0; 32], |h| h.hash)),
+            recorded_at: head.map(|h| time(h.recorded_at)),
         },
-        "checkpoint": checkpoint,
-        "latestVerification": latest.map(|v| v.to_json()),
-    })))
+        checkpoint: contract::Checkpoint {
+            position,
+            hash,
+            time: signed_time,
+            note,
+            signature,
+            public_key,
+        },
+        latest_verification: latest.map(|v| contract::Verification {
+            started_at: time(v.started_at),
+            finished_at: time(v.finished_at),
+            verifier: v.verifier,
+            checked_positions: v.checked,
+            head_position: v.head_position,
+            verified: v.fault.is_none(),
+            first_fault: chain_fault(&v.fault),
+        }),
+    }))
 }
 
 async fn chain_verify(
     State(s): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::ChainVerify>, ApiError> {
     only(&query, &["from", "to"])?;
     let head = log::head(&s.pool)
         .await
@@ -656,10 +725,14 @@ async fn chain_verify(
     let from = number(&query, "from")?.unwrap_or(1).max(1);
     let to = number(&query, "to")?.unwrap_or(head).min(head);
     if head == 0 {
-        return Ok(Json(
-            json!({"from": 0, "to": 0, "checkedPositions": 0, "verified": true,
-            "firstFault": null, "nextFrom": null}),
-        ));
+        return Ok(Json(contract::ChainVerify {
+            from: 0,
+            to: 0,
+            checked_positions: 0,
+            verified: true,
+            first_fault: None,
+            next_from: None,
+        }));
     }
     if from > to {
         return Err(invalid(format!(
@@ -670,33 +743,33 @@ async fn chain_verify(
     let report = chain::verify_range(&s.pool, from, last, |_, _| {})
         .await
         .map_err(audit_error)?;
-    Ok(Json(json!({
-        "from": from,
-        "to": last,
-        "checkedPositions": report.checked,
-        "verified": report.fault.is_none(),
-        "firstFault": chain::fault_json(&report.fault),
-        "nextFrom": (last < to && report.fault.is_none()).then_some(last + 1),
-    })))
+    Ok(Json(contract::ChainVerify {
+        from,
+        to: last,
+        checked_positions: report.checked,
+        verified: report.fault.is_none(),
+        first_fault: chain_fault(&report.fault),
+        next_from: (last < to && report.fault.is_none()).then_some(last + 1),
+    }))
 }
 
 async fn key(
     State(s): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::AuditKey>, ApiError> {
     only(&query, &[])?;
-    Ok(Json(json!({
-        "publicKey": signer(&s)?.public_key_hex(),
-        "algorithm": "Ed25519",
-        "noteOrigin": CHECKPOINT_ORIGIN,
-    })))
+    Ok(Json(contract::AuditKey {
+        public_key: signer(&s)?.public_key_hex(),
+        algorithm: "Ed25519".to_owned(),
+        note_origin: CHECKPOINT_ORIGIN.to_owned(),
+    }))
 }
 
 async fn audit_reads(
     _: Admin,
     State(s): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::AuditReadList>, ApiError> {
     only(&query, &["after", "limit", "userId"])?;
     let limit = number(&query, "limit")?.map_or(100, |l| l as usize);
     if limit == 0 || limit > MAX_AUDIT_READS_PAGE {
@@ -715,8 +788,14 @@ async fn audit_reads(
     let next = (found.len() == limit)
         .then(|| found.last().map(|(id, _)| *id))
         .flatten();
-    Ok(Json(json!({
-        "auditReads": found.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-        "nextAfter": next,
-    })))
+    // `events::audit::reads` renders the rows (for this route alone); each is read back into its
+    // contract type, and must come back unchanged.
+    let audit_reads = found
+        .into_iter()
+        .map(|(_, v)| super::reads::checked::<contract::AuditRead>(v))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(contract::AuditReadList {
+        audit_reads,
+        next_after: next.map(|n| n as i64),
+    }))
 }

@@ -33,25 +33,16 @@ impl<S: Send + Sync, const MAX: usize> FromRequest<S> for RawBody<MAX> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let headers = request.headers();
-        let is_json = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        let declared_len = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok(Self {
-            is_json,
-            declared_len,
-            body: request.into_body(),
-        })
+        Ok(Self::unread(request))
     }
+}
+
+/// Reads `request`'s body as `RawBody::json` does, within `max` bytes: for an extractor whose
+/// limit is its route's constant (`signed::SignedRoute::MAX`).
+pub async fn read_json(request: Request, max: usize) -> Result<Value, ApiError> {
+    RawBody::<MAX_BODY_BYTES_DEFAULT>::unread(request)
+        .json_within(max)
+        .await
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -75,17 +66,44 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl<const MAX: usize> RawBody<MAX> {
+    /// The body of `request`, unread, with what its headers say about it.
+    fn unread(request: Request) -> Self {
+        let headers = request.headers();
+        let is_json = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        let declared_len = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Self {
+            is_json,
+            declared_len,
+            body: request.into_body(),
+        }
+    }
+
     /// Reads the body (at most `MAX` bytes) and parses it as a JSON object: 413 over the limit,
     /// 408 when the client sends too slowly, 400 for another content type, for a body nested
     /// deeper than `MAX_JSON_DEPTH` and for anything not a JSON object.
     pub async fn json(self) -> Result<Value, ApiError> {
-        if self.declared_len.is_some_and(|n| n > MAX as u64) {
-            return Err(too_large(MAX));
+        self.json_within(MAX).await
+    }
+
+    /// As `json`, within `max` bytes.
+    async fn json_within(self, max: usize) -> Result<Value, ApiError> {
+        if self.declared_len.is_some_and(|n| n > max as u64) {
+            return Err(too_large(max));
         }
-        let bytes = axum::body::to_bytes(self.body, MAX).await.map_err(|e| {
+        let bytes = axum::body::to_bytes(self.body, max).await.map_err(|e| {
             let inner = e.into_inner();
             if inner.is::<http_body_util::LengthLimitError>() {
-                too_large(MAX)
+                too_large(max)
             } else if timed_out(inner.as_ref()) {
                 ApiError::new(
                     ErrorCode::Timeout,

@@ -1,13 +1,14 @@
 //! The reply shapes of the HTTP API as types (SPEC §5): the component schemas of the OpenAPI
-//! document (`openapi.rs`, `schemas/openapi.json`) and what a handler may serialize. Each matches
-//! what the handlers answer today — `views.rs`, the `json_build_object` of `reads.rs` and
-//! `webhooks.rs`, and the `json!` replies of the handlers. A field the server sends as `null` is an
-//! `Option` that is still required; a field it leaves out when it does not apply is an `Option`
-//! skipped when absent.
+//! document (`openapi.rs`, `schemas/openapi.json`) and what the renderers build — `views.rs` from
+//! domain records, `reads.rs` and `webhooks.rs` from read models, `admin.rs` and `audit.rs` — so a
+//! reply cannot leave its documented shape without the code changing too. A field the server
+//! sends as `null` is an `Option` that is still required; a field it leaves out when it does not
+//! apply is an `Option` skipped when absent.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::ToSchema;
@@ -96,7 +97,7 @@ pub struct EnterpriseReply {
 }
 
 /// A user: a member of enterprises, perhaps an auditor.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub id: Uuid,
@@ -111,7 +112,7 @@ pub struct User {
 }
 
 /// `POST users/{id}/disable` and `…/enable`.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserReply {
     pub user: User,
 }
@@ -303,13 +304,15 @@ pub struct Delivery {
     pub status: String,
     pub attempt_count: i64,
     /// Operator view only.
+    // Absent from the tenant's view; `null` in the operator's when none is due.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub next_attempt_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<Option<String>>,
     /// Operator view only.
+    // Absent from the tenant's view; `null` in the operator's until delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = DateTime)]
-    pub delivered_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub delivered_at: Option<Option<String>>,
     /// Operator view only.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -351,7 +354,8 @@ pub struct WebhookDeliveryList {
 }
 
 /// One recorded audit read.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+// Rendered by `events::audit::reads` and read back into this type (`reads::checked`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRead {
     pub id: i64,
@@ -761,7 +765,7 @@ pub struct DisputeList {
 // Audit objects (SPEC §6.4).
 
 /// Who recorded an event.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditActor {
     /// `system`, `admin` or `user`.
@@ -772,7 +776,7 @@ pub struct AuditActor {
 }
 
 /// A signed instruction's kept request, re-verified.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditSigned {
     pub payload: String,
@@ -789,7 +793,9 @@ pub struct AuditSigned {
 }
 
 /// One event of the log, as an auditor reads it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+// Rendered by `events::audit::render` (shared with the `settle-audit` export) and read back into
+// this type, which must write it out again unchanged (`audit::audit_event`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub position: u64,
@@ -815,8 +821,9 @@ pub struct AuditEvent {
     #[schema(required = true)]
     pub causation_id: Option<Uuid>,
     /// The event decoded to JSON; `null` when it cannot be decoded.
+    // Raw JSON text: its amounts are exact integers that may exceed what an `f64` holds.
     #[schema(required = true, value_type = Value)]
-    pub payload: Value,
+    pub payload: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub decode_error: Option<String>,
@@ -1010,3 +1017,46 @@ pub struct SignedEnvelope {
     /// Hex of the 64-byte Ed25519 signature of `payload`.
     pub signature: String,
 }
+
+// ----------------------------------------------------------------------------------------------
+// Pages.
+
+/// A list reply: one page of items under the list's plural name, and the cursor of the next page
+/// (`reads::list` fills it in).
+pub trait Listing {
+    type Item;
+    fn of(items: Vec<Self::Item>, next_cursor: Option<String>) -> Self;
+}
+
+macro_rules! listing {
+    ($($list:ident { $field:ident: $item:ty }),* $(,)?) => {$(
+        impl Listing for $list {
+            type Item = $item;
+            fn of(items: Vec<$item>, next_cursor: Option<String>) -> Self {
+                Self { $field: items, next_cursor }
+            }
+        }
+    )*};
+}
+
+listing!(
+    ConnectionList {
+        connections: Connection
+    },
+    AllocationList {
+        allocations: Allocation
+    },
+    SettlementList {
+        settlements: Settlement
+    },
+    TransferList {
+        settlement_transfers: Transfer
+    },
+    DisputeList { disputes: Dispute },
+    NotificationList {
+        notifications: Notification
+    },
+    WebhookDeliveryList {
+        webhook_deliveries: Notification
+    },
+);

@@ -1,8 +1,8 @@
 //! Dispute routes (docs/api/lifecycle.md): clients raise, retract, amend and close disputes with
-//! signed requests; operators close them with adjusted transfers; both sides list them. Every
-//! change is a command on the disputed settlement's stream (and, for a closure that carries
-//! transfers, the partner's). A closure answers `{"disputeClosure": …}`, the other commands
-//! `{"dispute": …}`.
+//! signed requests (`signed::Signed`); operators close them with adjusted transfers; both sides
+//! list them. Every change is a command on the disputed settlement's stream (and, for a closure
+//! that carries transfers, the partner's). A closure answers `{"disputeClosure": …}`, the other
+//! commands `{"dispute": …}`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use events::codec::Actor;
 use events::domain::connection::Connection;
 use events::domain::dispute::{
     closure_command_id, closure_id_of, dispute_id_of, Amounts, CloseDispute, ClosedBy,
-    DisputeRejection, RaiseDispute, Signed, UpdateDispute,
+    DisputeRejection, RaiseDispute, UpdateDispute,
 };
 use events::domain::event::Timestamp;
 use events::domain::money::{parse_nonzero_amount, AmountFormat, CurrencyCode, CurrencyTable};
@@ -24,21 +24,19 @@ use events::domain::settlement::Settlement;
 use events::domain::{DomainEvent, StreamName};
 use events::lifecycle;
 use events::store::Loaded;
-use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{self, connection_stream, fold, partner_stream, Admin, Caller, Role};
-use super::body::{parse, JsonBody, RawBody};
+use super::auth::{self, connection_stream, fold, partner_stream, Access, Admin, Caller, Role};
+use super::body::{parse, JsonBody};
 use super::command::{run, CommandSpec, Decided, Reply};
 use super::context::RequestId;
 use super::error::{ApiError, ErrorCode};
-use super::network::{
-    nonce_command, own_fields, read_access, recheck, side, signed_spec, signing_error, verify,
-};
+use super::network::{read_access, side};
 use super::reads::{self, page_of};
 use super::retry::{load_settlement, settlement_stream};
+use super::signed::{signing, PathIds, Signed, SignedRoute};
 use super::views::{self, Owners, TransferState};
 use crate::state::{sha256, AppState};
 
@@ -55,7 +53,7 @@ pub fn network_routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/settlements/{{id}}/disputes/signing"),
-            post(raise_signing).get(raise_signing),
+            post(signing::<RaiseRoute>).get(signing::<RaiseRoute>),
         )
         .route(
             &format!("{client}/settlements/disputes/{{id}}"),
@@ -63,7 +61,7 @@ pub fn network_routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/settlements/disputes/{{id}}/signing"),
-            post(update_signing).get(update_signing),
+            post(signing::<UpdateRoute>).get(signing::<UpdateRoute>),
         )
         .route(
             &format!("{client}/settlements/disputes/{{id}}/close"),
@@ -71,7 +69,7 @@ pub fn network_routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/settlements/disputes/{{id}}/close/signing"),
-            post(close_signing).get(close_signing),
+            post(signing::<CloseRoute>).get(signing::<CloseRoute>),
         )
         .route(
             &format!("{client}/settlement/disputes"),
@@ -140,15 +138,6 @@ fn parse_amounts(
     Ok(amounts)
 }
 
-/// What an event keeps of a signed request, for auditors (docs/api/signatures.md).
-pub(super) fn signed_of(signed: &SignedRequest, key_id: Uuid) -> Signed {
-    Signed {
-        payload: signed.payload().to_owned(),
-        signature: signed.signature().to_hex(),
-        key_id,
-    }
-}
-
 /// The client's own connection, folded from loaded streams (404 for anyone else's).
 fn own_connection(
     loaded: &Loaded,
@@ -185,47 +174,63 @@ fn visible(settlement: &Settlement, connection: &Connection) -> Result<(), ApiEr
     }
 }
 
+/// `POST …/clients/settlements/{settlementId}/disputes`: raise a dispute.
+pub(super) struct RaiseRoute;
+
+impl SignedRoute for RaiseRoute {
+    const ROLE: Role = Role::Client;
+    type Path = (Uuid, Uuid);
+    type Request = RaiseRequest;
+    type Found = ();
+    /// The request and its expected transfers in base units.
+    type Valid = (RaiseRequest, Amounts);
+
+    fn before_body(_: &Access, _: &Loaded, _: (Uuid, Uuid)) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    /// The client's own connection to the settlement's partner (404 otherwise), and amounts in
+    /// its format.
+    async fn validate(
+        state: &AppState,
+        (e, settlement_id): (Uuid, Uuid),
+        _: (),
+        request: RaiseRequest,
+        _: &Value,
+    ) -> Result<(Self::Valid, PathIds), ApiError> {
+        let loaded = auth::load(
+            state,
+            &[
+                connection_stream(request.connection_id),
+                settlement_stream(settlement_id),
+            ],
+        )
+        .await?;
+        let (connection, format) = own_connection(&loaded, e, request.connection_id)?;
+        let settlement: Settlement = fold(
+            &loaded,
+            &settlement_stream(settlement_id),
+            Settlement::evolve,
+        );
+        visible(&settlement, &connection)?;
+        let expected = parse_amounts(
+            &request.expected_transfers,
+            "expectedTransfers",
+            format,
+            &state.currencies,
+        )?;
+        let path_ids = vec![("settlementId", settlement_id.to_string())];
+        Ok(((request, expected), path_ids))
+    }
+}
+
 async fn raise(
-    caller: Caller,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path((e, settlement_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
+    signed: Signed<RaiseRoute>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: RaiseRequest = parse(&own_fields(&body))?;
-    let loaded = auth::load(
-        &state,
-        &[
-            connection_stream(request.connection_id),
-            settlement_stream(settlement_id),
-        ],
-    )
-    .await?;
-    let (connection, format) = own_connection(&loaded, e, request.connection_id)?;
-    let settlement: Settlement = fold(
-        &loaded,
-        &settlement_stream(settlement_id),
-        Settlement::evolve,
-    );
-    visible(&settlement, &connection)?;
-    let expected = parse_amounts(
-        &request.expected_transfers,
-        "expectedTransfers",
-        format,
-        &state.currencies,
-    )?;
-    let signed = SignedRequest::parse(&body, &[("settlementId", settlement_id.to_string())])
-        .map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
+    let ((e, settlement_id), (request, expected)) = (signed.path, &signed.request);
     let dispute_id = dispute_id_of(settlement_id, request.connection_id);
-    let by = SignedBy {
-        caller: &caller,
-        e,
-        signed: &signed,
-        key_id,
-    };
     let streams = vec![
         settlement_stream(settlement_id),
         connection_stream(request.connection_id),
@@ -233,7 +238,7 @@ async fn raise(
     client_command(
         &state,
         &request_id,
-        by,
+        &signed,
         (settlement_id, dispute_id),
         (streams, Answer::Dispute),
         |loaded, current, at| {
@@ -242,10 +247,10 @@ async fn raise(
                 dispute_id,
                 connection_id: request.connection_id,
                 client_enterprise_id: e,
-                user_id: caller.user_id,
+                user_id: signed.caller.user_id,
                 reason: request.reason.clone(),
                 expected_transfers: expected.clone(),
-                signed: signed_of(&signed, key_id),
+                signed: signed.signature.kept(),
             };
             current
                 .decide_raise(raise, &connection, at)
@@ -255,36 +260,20 @@ async fn raise(
     .await
 }
 
-/// Who signed a client's dispute command, as verified.
-struct SignedBy<'a> {
-    caller: &'a Caller,
-    e: Uuid,
-    signed: &'a SignedRequest,
-    key_id: Uuid,
-}
-
 /// A signed client command on a dispute's settlement: the access streams plus `streams` are
 /// loaded, access and the key re-checked, and `decide` runs on the settlement; the answer is
 /// `answer_with` of the dispute as the command leaves it.
-async fn client_command(
+async fn client_command<R: SignedRoute>(
     state: &AppState,
     request_id: &RequestId,
-    by: SignedBy<'_>,
+    by: &Signed<R>,
     (settlement_id, dispute_id): (Uuid, Uuid),
     (streams, answer_with): (Vec<StreamName>, Answer<'_>),
     decide: impl Fn(&Loaded, &Settlement, Timestamp) -> Result<Vec<DomainEvent>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let SignedBy {
-        caller,
-        e,
-        signed,
-        key_id,
-    } = by;
-    let mut all = auth::access_streams(caller, e, Role::Client);
-    all.extend(streams);
-    let spec = signed_spec(caller, e, signed, key_id, nonce_command(e, signed), all);
+    let spec = by.spec(by.nonce_command(), by.streams(streams));
     run(state, request_id, spec, |loaded, at| {
-        recheck(loaded, caller, e, Role::Client, key_id)?;
+        by.recheck(loaded)?;
         let current: Settlement = fold(
             loaded,
             &settlement_stream(settlement_id),
@@ -338,7 +327,7 @@ fn answer(
                 .adjusted_transfers
                 .iter()
                 .map(|t| views::transfer(t, &state, owners))
-                .collect::<Option<Vec<Value>>>()
+                .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::internal("a closure names a connection not loaded"))?;
             json!({ "disputeClosure": views::closure(d, transfers) })
         }
@@ -377,28 +366,6 @@ async fn closure_owners(
     Ok(views::owners(&connections))
 }
 
-async fn raise_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((e, settlement_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: RaiseRequest = parse(&own_fields(&body))?;
-    let loaded = auth::load(&state, &[connection_stream(request.connection_id)]).await?;
-    let (_, format) = own_connection(&loaded, e, request.connection_id)?;
-    parse_amounts(
-        &request.expected_transfers,
-        "expectedTransfers",
-        format,
-        &state.currencies,
-    )?;
-    let payload = signing_payload(&body, &[("settlementId", settlement_id.to_string())])
-        .map_err(signing_error)?;
-    Ok(Json(json!({ "payload": payload })))
-}
-
 /// The settlement a dispute belongs to, from the read model; a dispute raised a moment ago may
 /// not be projected yet, so a miss waits (bounded) for the projection before it is a 404.
 async fn locate(state: &AppState, dispute_id: Uuid) -> Result<Uuid, ApiError> {
@@ -429,13 +396,6 @@ pub(super) struct UpdateRequest {
     reason: Option<String>,
     #[schema(value_type = Option<HashMap<String, String>>)]
     expected_transfers: Option<Value>,
-}
-
-fn update_path_ids(dispute_id: Uuid, settlement_id: Uuid) -> [(&'static str, String); 2] {
-    [
-        ("disputeId", dispute_id.to_string()),
-        ("settlementId", settlement_id.to_string()),
-    ]
 }
 
 /// What a client's dispute request needs, once access is checked, before its signature is: its
@@ -469,37 +429,68 @@ async fn dispute_access(
     Ok((format, settlement_id, settlement))
 }
 
+/// `PUT …/clients/settlements/disputes/{disputeId}`: retract, un-retract or amend a dispute.
+pub(super) struct UpdateRoute;
+
+/// A dispute update, validated.
+pub(super) struct Update {
+    request: UpdateRequest,
+    /// The amended expected transfers in base units.
+    expected: Option<Amounts>,
+    /// The settlement the dispute is on.
+    settlement_id: Uuid,
+}
+
+impl SignedRoute for UpdateRoute {
+    const ROLE: Role = Role::Client;
+    type Path = (Uuid, Uuid);
+    type Request = UpdateRequest;
+    type Found = ();
+    type Valid = Update;
+
+    fn before_body(_: &Access, _: &Loaded, _: (Uuid, Uuid)) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn validate(
+        state: &AppState,
+        (e, dispute_id): (Uuid, Uuid),
+        _: (),
+        request: UpdateRequest,
+        _: &Value,
+    ) -> Result<(Update, PathIds), ApiError> {
+        let (format, settlement_id, _) =
+            dispute_access(state, e, dispute_id, Some(request.connection_id)).await?;
+        let expected = request
+            .expected_transfers
+            .as_ref()
+            .map(|v| parse_amounts(v, "expectedTransfers", format, &state.currencies))
+            .transpose()?;
+        let path_ids = vec![
+            ("disputeId", dispute_id.to_string()),
+            ("settlementId", settlement_id.to_string()),
+        ];
+        let update = Update {
+            request,
+            expected,
+            settlement_id,
+        };
+        Ok((update, path_ids))
+    }
+}
+
 async fn update(
-    caller: Caller,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
+    signed: Signed<UpdateRoute>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: UpdateRequest = parse(&own_fields(&body))?;
-    let (format, settlement_id, _) =
-        dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
-    let expected = request
-        .expected_transfers
-        .as_ref()
-        .map(|v| parse_amounts(v, "expectedTransfers", format, &state.currencies))
-        .transpose()?;
-    let signed = SignedRequest::parse(&body, &update_path_ids(dispute_id, settlement_id))
-        .map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
-    let by = SignedBy {
-        caller: &caller,
-        e,
-        signed: &signed,
-        key_id,
-    };
+    let ((e, dispute_id), valid) = (signed.path, &signed.request);
+    let (request, settlement_id) = (&valid.request, valid.settlement_id);
     let streams = vec![settlement_stream(settlement_id)];
     client_command(
         &state,
         &request_id,
-        by,
+        &signed,
         (settlement_id, dispute_id),
         (streams, Answer::Dispute),
         |_, current, at| {
@@ -507,11 +498,11 @@ async fn update(
                 dispute_id,
                 connection_id: request.connection_id,
                 client_enterprise_id: e,
-                user_id: caller.user_id,
+                user_id: signed.caller.user_id,
                 retracted: request.retracted,
                 reason: request.reason.clone(),
-                expected_transfers: expected.clone(),
-                signed: signed_of(&signed, key_id),
+                expected_transfers: valid.expected.clone(),
+                signed: signed.signature.kept(),
             };
             current.decide_update(update, at).map_err(dispute_error)
         },
@@ -519,36 +510,10 @@ async fn update(
     .await
 }
 
-async fn update_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: UpdateRequest = parse(&own_fields(&body))?;
-    let (format, settlement_id, _) =
-        dispute_access(&state, e, dispute_id, Some(request.connection_id)).await?;
-    if let Some(v) = &request.expected_transfers {
-        parse_amounts(v, "expectedTransfers", format, &state.currencies)?;
-    }
-    let payload = signing_payload(&body, &update_path_ids(dispute_id, settlement_id))
-        .map_err(signing_error)?;
-    Ok(Json(json!({ "payload": payload })))
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CloseRequest {
     notes: String,
-}
-
-fn close_path_ids(e: Uuid, dispute_id: Uuid) -> [(&'static str, String); 2] {
-    [
-        ("enterpriseId", e.to_string()),
-        ("disputeId", dispute_id.to_string()),
-    ]
 }
 
 /// The streams a closure decides on: the settlement and, for queued transfers, the partner.
@@ -560,32 +525,50 @@ fn closure_streams(settlement: &Settlement, settlement_id: Uuid) -> Vec<StreamNa
     streams
 }
 
+/// `POST …/clients/settlements/disputes/{disputeId}/close`: the client withdraws its dispute.
+pub(super) struct CloseRoute;
+
+impl SignedRoute for CloseRoute {
+    const ROLE: Role = Role::Client;
+    type Path = (Uuid, Uuid);
+    type Request = CloseRequest;
+    type Found = ();
+    /// The request, and the dispute's settlement id and state.
+    type Valid = (CloseRequest, Uuid, Settlement);
+
+    fn before_body(_: &Access, _: &Loaded, _: (Uuid, Uuid)) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn validate(
+        state: &AppState,
+        (e, dispute_id): (Uuid, Uuid),
+        _: (),
+        request: CloseRequest,
+        _: &Value,
+    ) -> Result<(Self::Valid, PathIds), ApiError> {
+        let (_, settlement_id, settlement) = dispute_access(state, e, dispute_id, None).await?;
+        let path_ids = vec![
+            ("enterpriseId", e.to_string()),
+            ("disputeId", dispute_id.to_string()),
+        ];
+        Ok(((request, settlement_id, settlement), path_ids))
+    }
+}
+
 async fn close(
-    caller: Caller,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
+    signed: Signed<CloseRoute>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: CloseRequest = parse(&own_fields(&body))?;
-    let (_, settlement_id, settlement) = dispute_access(&state, e, dispute_id, None).await?;
-    let signed =
-        SignedRequest::parse(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
-    let by = SignedBy {
-        caller: &caller,
-        e,
-        signed: &signed,
-        key_id,
-    };
-    let streams = closure_streams(&settlement, settlement_id);
-    let owners = closure_owners(&state, &settlement, dispute_id).await?;
+    let ((e, dispute_id), (request, settlement_id, settlement)) = (signed.path, &signed.request);
+    let settlement_id = *settlement_id;
+    let streams = closure_streams(settlement, settlement_id);
+    let owners = closure_owners(&state, settlement, dispute_id).await?;
     client_command(
         &state,
         &request_id,
-        by,
+        &signed,
         (settlement_id, dispute_id),
         (streams, Answer::Closure(&owners)),
         |_, current, at| {
@@ -594,29 +577,15 @@ async fn close(
                 closure_id: closure_id_of(dispute_id),
                 closed_by: ClosedBy::Client,
                 client_enterprise_id: Some(e),
-                user_id: Some(caller.user_id),
+                user_id: Some(signed.caller.user_id),
                 notes: request.notes.clone(),
                 adjusted_transfers: vec![],
-                signed: Some(signed_of(&signed, key_id)),
+                signed: Some(signed.signature.kept()),
             };
             current.decide_close(close, at).map_err(dispute_error)
         },
     )
     .await
-}
-
-async fn close_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((e, dispute_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let _: CloseRequest = parse(&own_fields(&body))?;
-    dispute_access(&state, e, dispute_id, None).await?;
-    let payload = signing_payload(&body, &close_path_ids(e, dispute_id)).map_err(signing_error)?;
-    Ok(Json(json!({ "payload": payload })))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -696,13 +665,12 @@ async fn list<const PARTNER: bool>(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::DisputeList>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     let page = page_of(&query)?;
     let filter = reads::DisputeFilter::parse(&query)?;
     Ok(Json(reads::list(
-        "disputes",
         reads::disputes(&s.pool, side, &filter, page).await?,
         page,
     )))

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod reads;
 pub mod retry;
 pub mod settlements;
+pub mod signed;
 pub mod views;
 pub mod webhooks;
 
@@ -31,6 +32,9 @@ use error::{ApiError, ErrorCode};
 /// The whole API as a value, inside the edge limits; `ops` adds `/livez`, `/readyz` and
 /// `/metrics`, which the edge limits leave alone.
 pub fn router(state: AppState, ops: Router, edge: &edge::EdgeConfig) -> Router {
+    // The console (ADR 0012): HTML pages with HTML error pages of their own, inside the same
+    // edge limits.
+    let console = crate::console::router(state.clone(), edge);
     let api = route_trees(state.clone())
         .into_iter()
         .fold(Router::new(), |api, (base, tree)| api.nest(base, tree))
@@ -42,6 +46,7 @@ pub fn router(state: AppState, ops: Router, edge: &edge::EdgeConfig) -> Router {
     edge::limit(api, edge)
         .merge(ops)
         .layer(middleware::from_fn(context::request_context))
+        .merge(console)
 }
 
 /// The API's route trees by base path: what `router` serves, and what the OpenAPI document's

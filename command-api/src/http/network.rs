@@ -1,24 +1,23 @@
 //! Network routes for clients and partners (docs/api/guide.md): signed commands checked in the
-//! documented order (access 401/403 → validation 400 → signature 400/401 → business 409/422), their
-//! `…/signing` twins, and reads from the read models with read-your-writes.
+//! documented order (access 401/403 → validation 400 → signature 400/401 → business 409/422) by
+//! `signed::Signed`, their `…/signing` twins, and reads from the read models with read-your-writes.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use events::codec::Actor;
 use events::domain::client::wallet_id_of;
 use events::domain::connection::{
-    Allocate, AllocationKind, Connect, Connection, ConnectionRejection, UpdateConnection,
+    allocation_command_id, allocation_id_of, connection_id_of, Allocate, AllocationKind, Connect,
+    Connection, ConnectionRejection, UpdateConnection,
 };
 use events::domain::connection_key::{ConnectionKey, ConnectionKeyError, ConnectionKeySchema};
 use events::domain::custody::Custody;
 use events::domain::money::{parse_amount, AmountFormat, CurrencyCode};
 use events::domain::partner::Partner;
-use events::domain::{CommandId, DomainEvent, StreamName};
-use events::store::{Loaded, NonceClaim};
-use schemas::signing::{signing_payload, PublicKey, SignedRequest, SigningError};
+use events::domain::{DomainEvent, StreamName};
+use events::store::Loaded;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -26,18 +25,14 @@ use uuid::Uuid;
 use super::auth::{
     self, connection_stream, custody_stream, fold, partner_stream, Access, Caller, Role,
 };
-use super::body::{parse, RawBody};
-use super::command::{run, CommandSpec, Reply};
+use super::command::{run, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
-use super::disputes::signed_of;
 use super::error::{ApiError, ErrorCode};
-use super::reads::{self, PageQuery, Side};
+use super::reads::{self, PageQuery, Side, READ_MODELS};
+use super::signed::{signing, PathIds, Signed, SignedRoute};
 use super::views;
 use crate::state::{sha256, AppState};
-
-/// The checkpoint the tenancy read models keep (see the projector).
-const READ_MODELS: &str = "projector-read-models";
 
 pub fn routes() -> Router<AppState> {
     let client = "/v1/enterprises/{e}/clients";
@@ -49,7 +44,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/connections/signing"),
-            post(connect_signing).get(connect_signing),
+            post(signing::<ConnectRoute>).get(signing::<ConnectRoute>),
         )
         .route(
             &format!("{client}/connections/{{id}}"),
@@ -57,23 +52,23 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             &format!("{client}/connections/{{id}}/signing"),
-            post(update_signing).get(update_signing),
+            post(signing::<UpdateConnectionRoute>).get(signing::<UpdateConnectionRoute>),
         )
         .route(
             &format!("{client}/connections/{{id}}/allocations"),
-            post(allocate),
+            post(move_funds::<false>),
         )
         .route(
             &format!("{client}/connections/{{id}}/allocations/signing"),
-            post(allocation_signing).get(allocation_signing),
+            post(signing::<AllocateRoute>).get(signing::<AllocateRoute>),
         )
         .route(
             &format!("{client}/connections/{{id}}/deallocations"),
-            post(deallocate),
+            post(move_funds::<true>),
         )
         .route(
             &format!("{client}/connections/{{id}}/deallocations/signing"),
-            post(allocation_signing).get(allocation_signing),
+            post(signing::<DeallocateRoute>).get(signing::<DeallocateRoute>),
         )
         .route(
             &format!("{client}/allocations"),
@@ -101,80 +96,6 @@ pub fn routes() -> Router<AppState> {
             get(get_allocation::<true>),
         )
         .route(&format!("{partner}/balances"), get(balances::<true>))
-}
-
-pub(super) fn signing_error(e: SigningError) -> ApiError {
-    ApiError::new(ErrorCode::from(&e), e.to_string())
-}
-
-/// The request's own fields: the body without the signing envelope.
-pub(super) fn own_fields(body: &Value) -> Value {
-    let mut fields = body.as_object().cloned().unwrap_or_default();
-    for envelope in ["nonce", "payload", "signature"] {
-        fields.remove(envelope);
-    }
-    Value::Object(fields)
-}
-
-/// The id of the enterprise key that verifies the request, or 401.
-pub(super) fn verify(access: &Access, signed: &SignedRequest) -> Result<Uuid, ApiError> {
-    let keys: Vec<(Uuid, PublicKey)> = access
-        .enterprise
-        .active_keys()
-        .filter_map(|(id, bytes)| PublicKey::from_bytes(&bytes).ok().map(|k| (id, k)))
-        .collect();
-    signed.verify(&keys).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidSignature,
-            "the signature does not verify under any active key of the enterprise",
-        )
-    })
-}
-
-/// Re-checks, on the streams the command loaded, what was checked before it ran: access, and
-/// that the signing key is still active (a revocation in between wins).
-pub(super) fn recheck(
-    loaded: &Loaded,
-    caller: &Caller,
-    e: Uuid,
-    role: Role,
-    key_id: Uuid,
-) -> Result<Access, ApiError> {
-    let access = auth::check(loaded, caller, e, role)?;
-    if !access.enterprise.active_keys().any(|(id, _)| id == key_id) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSignature,
-            "the signing key was revoked",
-        ));
-    }
-    Ok(access)
-}
-
-/// A signed command's identity: its nonce (unique per enterprise) unless it has a natural key.
-pub(super) fn signed_spec(
-    caller: &Caller,
-    e: Uuid,
-    signed: &SignedRequest,
-    key_id: Uuid,
-    id: CommandId,
-    streams: Vec<StreamName>,
-) -> CommandSpec {
-    CommandSpec {
-        id,
-        request_hash: signed.payload_hash(),
-        nonce: Some(NonceClaim {
-            scope: e.to_string(),
-            nonce: signed.nonce().to_owned(),
-            payload_hash: signed.payload_hash(),
-        }),
-        streams,
-        actor: Actor::User(caller.user_id),
-        key_id: Some(key_id),
-    }
-}
-
-pub(super) fn nonce_command(e: Uuid, signed: &SignedRequest) -> CommandId {
-    CommandId::derive("signed", &[e.as_bytes(), signed.nonce().as_bytes()])
 }
 
 fn connection_error(e: ConnectionRejection) -> ApiError {
@@ -272,32 +193,53 @@ impl ConnectRequest {
     }
 }
 
+/// `POST …/clients/connections`: connect to a partner.
+pub(super) struct ConnectRoute;
+
+impl SignedRoute for ConnectRoute {
+    const ROLE: Role = Role::Client;
+    type Path = Uuid;
+    type Request = ConnectRequest;
+    type Found = ();
+    type Valid = (ConnectRequest, ConnectionKey);
+
+    fn before_body(_: &Access, _: &Loaded, _: Uuid) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn validate(
+        _: &AppState,
+        _: Uuid,
+        _: (),
+        request: ConnectRequest,
+        _: &Value,
+    ) -> Result<(Self::Valid, PathIds), ApiError> {
+        // The twin refuses what the route refuses, so a client never signs a key it cannot send.
+        let key = request.key()?;
+        Ok(((request, key), vec![]))
+    }
+}
+
 async fn connect(
-    caller: Caller,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path(e): Path<Uuid>,
-    raw: RawBody,
+    signed: Signed<ConnectRoute>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: ConnectRequest = parse(&own_fields(&body))?;
-    let key = request.key()?;
-    let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
-    let id = nonce_command(e, &signed);
-    let connection_id = Uuid::new_v5(&id.as_uuid(), b"connection");
+    let (request, key) = &signed.request;
+    let id = signed.nonce_command();
+    let connection_id = connection_id_of(id);
     let (partner, connection) = (
         partner_stream(request.partner_id),
         connection_stream(connection_id),
     );
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.extend([partner.clone(), connection.clone()]);
-    let spec = signed_spec(&caller, e, &signed, key_id, id, streams);
-    let (nonce, proof) = (signed.nonce().to_owned(), signed.signature().to_hex());
-    let kept = signed_of(&signed, key_id);
+    let spec = signed.spec(id, signed.streams([partner.clone(), connection.clone()]));
+    let (nonce, proof) = (
+        signed.signature.nonce().to_owned(),
+        signed.signature.signature_hex(),
+    );
+    let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
-        let access = recheck(loaded, &caller, e, Role::Client, key_id)?;
+        let access = signed.recheck(loaded)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
         let partner_state: Partner = fold(loaded, &partner, Partner::evolve);
         let command = Connect {
@@ -321,22 +263,6 @@ async fn connect(
     .await
 }
 
-async fn connect_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(e): Path<Uuid>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: ConnectRequest = parse(&own_fields(&body))?;
-    // The twin refuses what the route refuses, so a client never signs a key it cannot send.
-    request.key()?;
-    Ok(Json(
-        json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
-    ))
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ConnectionUpdateRequest)]
@@ -345,32 +271,42 @@ pub(super) struct UpdateRequest {
     active: Option<bool>,
 }
 
+/// `PUT …/clients/connections/{id}`: rename or (de)activate a connection.
+pub(super) struct UpdateConnectionRoute;
+
+impl SignedRoute for UpdateConnectionRoute {
+    const ROLE: Role = Role::Client;
+    type Path = (Uuid, Uuid);
+    type Request = UpdateRequest;
+    type Found = ();
+    type Valid = UpdateRequest;
+
+    fn before_body(_: &Access, _: &Loaded, _: (Uuid, Uuid)) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn validate(
+        _: &AppState,
+        _: (Uuid, Uuid),
+        _: (),
+        request: UpdateRequest,
+        _: &Value,
+    ) -> Result<(UpdateRequest, PathIds), ApiError> {
+        Ok((request, vec![]))
+    }
+}
+
 async fn update_connection(
-    caller: Caller,
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
+    signed: Signed<UpdateConnectionRoute>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let request: UpdateRequest = parse(&own_fields(&body))?;
-    let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
+    let ((e, connection_id), request) = (signed.path, &signed.request);
     let connection = connection_stream(connection_id);
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.push(connection.clone());
-    let spec = signed_spec(
-        &caller,
-        e,
-        &signed,
-        key_id,
-        nonce_command(e, &signed),
-        streams,
-    );
-    let kept = signed_of(&signed, key_id);
+    let spec = signed.spec(signed.nonce_command(), signed.streams([connection.clone()]));
+    let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
-        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        signed.recheck(loaded)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
         let command = UpdateConnection {
             client_enterprise_id: e,
@@ -394,20 +330,6 @@ async fn update_connection(
         ))
     })
     .await
-}
-
-async fn update_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((e, _)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    auth::authorize(&state, &caller, e, Role::Client).await?;
-    let body = raw.json().await?;
-    let _: UpdateRequest = parse(&own_fields(&body))?;
-    Ok(Json(
-        json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
-    ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -448,121 +370,113 @@ fn parse_allocation_amount(
     Ok((currency, quantity))
 }
 
-/// Access, plus the client's own connection (404 for anyone else's), in one read.
-async fn client_connection_access(
-    state: &AppState,
-    caller: &Caller,
-    e: Uuid,
-    connection_id: Uuid,
-) -> Result<(Access, AmountFormat), ApiError> {
-    let connection = connection_stream(connection_id);
-    let (access, loaded) = auth::authorize_with(
-        state,
-        caller,
-        e,
-        Role::Client,
-        std::slice::from_ref(&connection),
-    )
-    .await?;
-    let current: Connection = fold(&loaded, &connection, Connection::evolve);
-    let format = current
-        .owned_by_client(e)
-        .ok_or_else(|| ApiError::not_found("connection"))?
-        .amount_format;
-    Ok((access, format))
+/// `POST …/connections/{id}/allocations` (`DEALLOCATION` false) and `…/deallocations` (true):
+/// move funds between the client's custody and its connection.
+pub(super) struct MoveFundsRoute<const DEALLOCATION: bool>;
+
+type AllocateRoute = MoveFundsRoute<false>;
+type DeallocateRoute = MoveFundsRoute<true>;
+
+impl<const DEALLOCATION: bool> MoveFundsRoute<DEALLOCATION> {
+    const KIND: AllocationKind = if DEALLOCATION {
+        AllocationKind::Deallocation
+    } else {
+        AllocationKind::Allocation
+    };
 }
 
-fn allocation_path_ids(e: Uuid, connection_id: Uuid) -> [(&'static str, String); 2] {
-    [
-        ("connectionId", connection_id.to_string()),
-        ("enterpriseId", e.to_string()),
-    ]
+/// An allocation request, validated.
+pub(super) struct Funds {
+    currency: CurrencyCode,
+    quantity: i128,
+    client_external_id: String,
+    notes: Option<String>,
 }
 
-async fn allocate(
-    caller: Caller,
-    state: State<AppState>,
-    request_id: Extension<RequestId>,
-    path: Path<(Uuid, Uuid)>,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    move_funds(
-        AllocationKind::Allocation,
-        caller,
-        state,
-        request_id,
-        path,
-        body,
-    )
-    .await
+impl<const DEALLOCATION: bool> SignedRoute for MoveFundsRoute<DEALLOCATION> {
+    const ROLE: Role = Role::Client;
+    type Path = (Uuid, Uuid);
+    type Request = AllocationRequest;
+    /// The connection's amount format.
+    type Found = AmountFormat;
+    type Valid = Funds;
+
+    /// The connection, read with the access streams.
+    fn preload((_, connection_id): (Uuid, Uuid)) -> Vec<StreamName> {
+        vec![connection_stream(connection_id)]
+    }
+
+    /// The client's own connection (404 for anyone else's), before the body.
+    fn before_body(
+        _: &Access,
+        loaded: &Loaded,
+        (e, connection_id): (Uuid, Uuid),
+    ) -> Result<AmountFormat, ApiError> {
+        let current: Connection = fold(
+            loaded,
+            &connection_stream(connection_id),
+            Connection::evolve,
+        );
+        Ok(current
+            .owned_by_client(e)
+            .ok_or_else(|| ApiError::not_found("connection"))?
+            .amount_format)
+    }
+
+    async fn validate(
+        state: &AppState,
+        (e, connection_id): (Uuid, Uuid),
+        format: AmountFormat,
+        request: AllocationRequest,
+        _: &Value,
+    ) -> Result<(Funds, PathIds), ApiError> {
+        let (currency, quantity) = parse_allocation_amount(state, &request.amount, format)?;
+        let funds = Funds {
+            currency,
+            quantity,
+            client_external_id: request.client_external_id,
+            notes: request.notes,
+        };
+        let path_ids = vec![
+            ("connectionId", connection_id.to_string()),
+            ("enterpriseId", e.to_string()),
+        ];
+        Ok((funds, path_ids))
+    }
 }
 
-async fn deallocate(
-    caller: Caller,
-    state: State<AppState>,
-    request_id: Extension<RequestId>,
-    path: Path<(Uuid, Uuid)>,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    move_funds(
-        AllocationKind::Deallocation,
-        caller,
-        state,
-        request_id,
-        path,
-        body,
-    )
-    .await
-}
-
-async fn move_funds(
-    kind: AllocationKind,
-    caller: Caller,
+async fn move_funds<const DEALLOCATION: bool>(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
+    signed: Signed<MoveFundsRoute<DEALLOCATION>>,
 ) -> Result<Response, ApiError> {
-    let (access, format) = client_connection_access(&state, &caller, e, connection_id).await?;
-    let body = raw.json().await?;
-    let request: AllocationRequest = parse(&own_fields(&body))?;
-    let (currency, quantity) = parse_allocation_amount(&state, &request.amount, format)?;
-    let signed = SignedRequest::parse(&body, &allocation_path_ids(e, connection_id))
-        .map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
-    let kind_name = match kind {
-        AllocationKind::Allocation => "allocation",
-        AllocationKind::Deallocation => "deallocation",
-    };
+    let kind = MoveFundsRoute::<DEALLOCATION>::KIND;
+    let ((e, connection_id), request) = (signed.path, &signed.request);
+    let (currency, quantity) = (&request.currency, request.quantity);
     // Idempotent on clientExternalId: the same id with the same content answers as the first time.
-    let id = CommandId::derive(
-        kind_name,
-        &[e.as_bytes(), request.client_external_id.as_bytes()],
-    );
+    let id = allocation_command_id(kind, e, &request.client_external_id);
     let (connection, custody) = (connection_stream(connection_id), custody_stream(e));
-    let mut streams = auth::access_streams(&caller, e, Role::Client);
-    streams.extend([connection.clone(), custody.clone()]);
-    let mut spec = signed_spec(&caller, e, &signed, key_id, id, streams);
+    let mut spec = signed.spec(id, signed.streams([connection.clone(), custody.clone()]));
     let content = json!([
-        kind_name,
+        kind.as_str(),
         connection_id,
         currency.as_str(),
         quantity.to_string(),
         request.notes
     ]);
     spec.request_hash = sha256(content.to_string().as_bytes());
-    let kept = signed_of(&signed, key_id);
+    let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
-        recheck(loaded, &caller, e, Role::Client, key_id)?;
+        signed.recheck(loaded)?;
         let current: Connection = fold(loaded, &connection, Connection::evolve);
         let custody_state: Custody = fold(loaded, &custody, Custody::evolve);
         let command = Allocate {
-            allocation_id: Uuid::new_v5(&id.as_uuid(), b"allocation"),
+            allocation_id: allocation_id_of(id),
             kind,
             currency: currency.clone(),
             quantity,
             client_external_id: request.client_external_id.clone(),
-            initiated_by: caller.user_id,
+            initiated_by: signed.caller.user_id,
             notes: request.notes.clone(),
             signed: Some(kept.clone()),
         };
@@ -586,21 +500,6 @@ async fn move_funds(
     .await
 }
 
-async fn allocation_signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path((e, connection_id)): Path<(Uuid, Uuid)>,
-    raw: RawBody,
-) -> Result<Json<Value>, ApiError> {
-    let (_, format) = client_connection_access(&state, &caller, e, connection_id).await?;
-    let body = raw.json().await?;
-    let request: AllocationRequest = parse(&own_fields(&body))?;
-    parse_allocation_amount(&state, &request.amount, format)?;
-    let payload =
-        signing_payload(&body, &allocation_path_ids(e, connection_id)).map_err(signing_error)?;
-    Ok(Json(json!({ "payload": payload })))
-}
-
 /// Authorizes a read and waits for read-your-writes.
 pub(super) async fn read_access(
     state: &AppState,
@@ -611,15 +510,6 @@ pub(super) async fn read_access(
 ) -> Result<(), ApiError> {
     auth::authorize(state, caller, e, role).await?;
     wait_for_min_position(headers, &state.pool, READ_MODELS, state.read_wait_max).await
-}
-
-fn one(mut items: Vec<Value>, singular: &str) -> Result<Json<Value>, ApiError> {
-    let item = items.pop().ok_or_else(|| ApiError::not_found(singular))?;
-    Ok(Json(json!({ singular: item })))
-}
-
-fn single() -> reads::Page {
-    reads::Page { size: 1, offset: 0 }
 }
 
 /// Which side a read is on: `PARTNER` picks the partner routes, else the client routes.
@@ -637,12 +527,11 @@ async fn list_connections<const PARTNER: bool>(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::ConnectionList>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     let page = q.page()?;
     Ok(Json(reads::list(
-        "connections",
         reads::connections(&s.pool, side, None, page).await?,
         page,
     )))
@@ -653,13 +542,10 @@ async fn get_connection<const PARTNER: bool>(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((e, id)): Path<(Uuid, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::ConnectionReply>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
-    one(
-        reads::connections(&s.pool, side, Some(id), single()).await?,
-        "connection",
-    )
+    Ok(Json(reads::connection(&s.pool, side, id).await?))
 }
 
 async fn list_allocations<const PARTNER: bool>(
@@ -668,12 +554,11 @@ async fn list_allocations<const PARTNER: bool>(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::AllocationList>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     let page = q.page()?;
     Ok(Json(reads::list(
-        "allocations",
         reads::allocations(&s.pool, side, None, page).await?,
         page,
     )))
@@ -684,13 +569,10 @@ async fn get_allocation<const PARTNER: bool>(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path((e, id)): Path<(Uuid, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::AllocationReply>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
-    one(
-        reads::allocations(&s.pool, side, Some(id), single()).await?,
-        "allocation",
-    )
+    Ok(Json(reads::allocation(&s.pool, side, id).await?))
 }
 
 async fn balances<const PARTNER: bool>(
@@ -698,7 +580,7 @@ async fn balances<const PARTNER: bool>(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(e): Path<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::Balances>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     Ok(Json(reads::balances(&s.pool, side, wallet_id_of(e)).await?))

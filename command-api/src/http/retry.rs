@@ -10,7 +10,6 @@ use events::codec::Actor;
 use events::domain::settlement::{LifecycleRejection, Settlement};
 use events::domain::{CommandId, StreamName};
 use events::lifecycle::{self, Step};
-use schemas::signing::SignedRequest;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -18,7 +17,7 @@ use super::auth::{self, fold, stream, Admin, Caller, Role};
 use super::command::{now, run, CommandSpec, Reply};
 use super::context::RequestId;
 use super::error::{ApiError, ErrorCode};
-use super::network::{recheck, signed_spec};
+use super::signed::Verified;
 use super::views;
 use crate::state::{sha256, AppState};
 
@@ -59,8 +58,7 @@ pub enum Retrier<'a> {
     Partner {
         caller: &'a Caller,
         e: Uuid,
-        key_id: Uuid,
-        signed: &'a SignedRequest,
+        signed: &'a Verified,
     },
     /// An operator, through the admin retry route.
     Admin,
@@ -80,14 +78,9 @@ pub async fn retry(
     let mut streams = lifecycle::streams(record, Step::Execute, now());
     let id = CommandId::from_uuid(Uuid::new_v4());
     let spec = match &by {
-        Retrier::Partner {
-            caller,
-            e,
-            key_id,
-            signed,
-        } => {
+        Retrier::Partner { caller, e, signed } => {
             streams.extend(auth::access_streams(caller, *e, Role::Partner));
-            let mut spec = signed_spec(caller, *e, signed, *key_id, id, streams);
+            let mut spec = signed.spec(caller, *e, id, streams);
             spec.nonce = None;
             spec
         }
@@ -101,11 +94,8 @@ pub async fn retry(
         },
     };
     run(state, request_id, spec, |loaded, at| {
-        if let Retrier::Partner {
-            caller, e, key_id, ..
-        } = &by
-        {
-            recheck(loaded, caller, *e, Role::Partner, *key_id)?;
+        if let Retrier::Partner { caller, e, signed } = &by {
+            signed.recheck(loaded, caller, *e, Role::Partner)?;
         }
         let (events, after) =
             lifecycle::decide(loaded, settlement_id, Step::Execute, at).map_err(lifecycle_error)?;

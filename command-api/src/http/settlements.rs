@@ -21,25 +21,22 @@ use events::domain::settlement::{
 };
 use events::lifecycle;
 use events::store::Loaded;
-use schemas::signing::{signing_payload, SignedRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{self, connection_stream, custody_stream, fold, Caller, Role};
-use super::body::{parse, RawBody, MAX_BODY_BYTES_SETTLEMENT};
+use super::auth::{self, connection_stream, custody_stream, fold, Access, Caller, Role};
+use super::body::MAX_BODY_BYTES_SETTLEMENT;
 use super::command::{run_replayable, Decided, Reply};
 use super::consistency::position_token;
 use super::context::RequestId;
 use super::error::{ApiError, ErrorCode};
-use super::network::{own_fields, read_access, recheck, side, signed_spec, signing_error, verify};
+use super::network::{read_access, side};
 use super::reads::{self, page_of, Side};
 use super::retry::{load_settlement, retry, settlement_stream, Retrier};
+use super::signed::{signing, PathIds, Signed, SignedRoute, Verified};
 use super::views::{self, Owners, TransferState};
 use crate::state::{sha256, AppState};
-
-/// The body of a settlement route: sized for the largest settlement supported.
-type SettlementBody = RawBody<MAX_BODY_BYTES_SETTLEMENT>;
 
 /// The settlement object (docs/api/guide.md); kept here for the routes that render it by name.
 pub use super::views::settlement as view;
@@ -47,10 +44,10 @@ pub use super::views::settlement as view;
 pub fn routes() -> Router<AppState> {
     let partner = "/enterprises/{e}/partners";
     Router::new()
-        .route(&format!("/v2{partner}/settlements"), post(stage_v2))
+        .route(&format!("/v2{partner}/settlements"), post(settle::<true>))
         .route(
             &format!("/v1{partner}/settlements"),
-            post(perform_v1).get(list::<true>),
+            post(settle::<false>).get(list::<true>),
         )
         .route(
             &format!("/v1{partner}/settlements/{{id}}"),
@@ -74,7 +71,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             &format!("/v1{partner}/settlements-signing"),
-            post(signing).get(signing),
+            post(signing::<SettlementSigningRoute>).get(signing::<SettlementSigningRoute>),
         )
 }
 
@@ -90,7 +87,7 @@ pub(super) struct SettlementRequest {
 }
 
 /// A validated request: what the partner asked for, in base units.
-struct Parsed {
+pub(super) struct Parsed {
     external_id: String,
     notes: Option<String>,
     instructions: Vec<Instruction>,
@@ -189,13 +186,13 @@ fn instructions(
     Ok(lines)
 }
 
-fn parse_request(
-    fields: &Value,
+/// The request's rules beyond its fields' types, for `api` in the partner's amount `format`.
+fn check_request(
+    request: SettlementRequest,
     api: SettlementApi,
     format: AmountFormat,
     currencies: &CurrencyTable,
 ) -> Result<Parsed, ApiError> {
-    let request: SettlementRequest = parse(fields)?;
     // Bounded before anything else reads them (amounts are bounded by the body limit).
     settlement::check_input(&request.external_id, request.notes.as_deref(), 0)
         .map_err(ApiError::input)?;
@@ -272,52 +269,99 @@ fn stage_error(e: StageRejection) -> ApiError {
     }
 }
 
-async fn stage_v2(
-    caller: Caller,
-    state: State<AppState>,
-    id: Extension<RequestId>,
-    e: Path<Uuid>,
-    raw: SettlementBody,
-) -> Result<Response, ApiError> {
-    settle(SettlementApi::V2, caller, state, id, e, raw).await
+/// `POST /v2/…/partners/settlements` (`V2`) stages a settlement, `POST /v1/…` performs one.
+pub(super) struct SettleRoute<const V2: bool>;
+
+impl<const V2: bool> SettleRoute<V2> {
+    const API: SettlementApi = if V2 {
+        SettlementApi::V2
+    } else {
+        SettlementApi::V1
+    };
 }
 
-async fn perform_v1(
-    caller: Caller,
-    state: State<AppState>,
-    id: Extension<RequestId>,
-    e: Path<Uuid>,
-    raw: SettlementBody,
-) -> Result<Response, ApiError> {
-    settle(SettlementApi::V1, caller, state, id, e, raw).await
+impl<const V2: bool> SignedRoute for SettleRoute<V2> {
+    const ROLE: Role = Role::Partner;
+    const MAX: usize = MAX_BODY_BYTES_SETTLEMENT;
+    type Path = Uuid;
+    type Request = SettlementRequest;
+    /// The partner, as access read it.
+    type Found = PartnerRecord;
+    type Valid = (PartnerRecord, Parsed);
+
+    /// Before the body is read: a refused route is a 403 whatever the body says.
+    fn before_body(access: &Access, _: &Loaded, _: Uuid) -> Result<PartnerRecord, ApiError> {
+        let partner = access
+            .partner
+            .record()
+            .cloned()
+            .ok_or_else(|| ApiError::new(ErrorCode::NoPartnerRecord, "no partner record"))?;
+        check_route(Self::API, &partner).map_err(stage_error)?;
+        Ok(partner)
+    }
+
+    async fn validate(
+        state: &AppState,
+        _: Uuid,
+        partner: PartnerRecord,
+        request: SettlementRequest,
+        _: &Value,
+    ) -> Result<(Self::Valid, PathIds), ApiError> {
+        let parsed = check_request(request, Self::API, partner.amount_format, &state.currencies)?;
+        Ok(((partner, parsed), vec![]))
+    }
 }
 
-async fn settle(
-    api: SettlementApi,
-    caller: Caller,
+/// `…/partners/settlements-signing`: the payload to sign for either settlement route, v2 when
+/// the body has `cutoffAt`.
+pub(super) struct SettlementSigningRoute;
+
+impl SignedRoute for SettlementSigningRoute {
+    const ROLE: Role = Role::Partner;
+    const MAX: usize = MAX_BODY_BYTES_SETTLEMENT;
+    type Path = Uuid;
+    type Request = SettlementRequest;
+    /// The partner's amount format.
+    type Found = AmountFormat;
+    type Valid = Parsed;
+
+    fn before_body(access: &Access, _: &Loaded, _: Uuid) -> Result<AmountFormat, ApiError> {
+        Ok(access
+            .partner
+            .record()
+            .map_or(AmountFormat::BaseUnits, |p| p.amount_format))
+    }
+
+    async fn validate(
+        state: &AppState,
+        _: Uuid,
+        format: AmountFormat,
+        request: SettlementRequest,
+        fields: &Value,
+    ) -> Result<(Parsed, PathIds), ApiError> {
+        let api = if fields.get("cutoffAt").is_some() {
+            SettlementApi::V2
+        } else {
+            SettlementApi::V1
+        };
+        let parsed = check_request(request, api, format, &state.currencies)?;
+        Ok((parsed, vec![]))
+    }
+}
+
+async fn settle<const V2: bool>(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    Path(e): Path<Uuid>,
-    raw: SettlementBody,
+    signed: Signed<SettleRoute<V2>>,
 ) -> Result<Response, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Partner).await?;
-    let partner = access
-        .partner
-        .record()
-        .cloned()
-        .ok_or_else(|| ApiError::new(ErrorCode::NoPartnerRecord, "no partner record"))?;
-    // Before the body is read: a refused route is a 403 whatever the body says.
-    check_route(api, &partner).map_err(stage_error)?;
-    let body = raw.json().await?;
-    let parsed = parse_request(
-        &own_fields(&body),
-        api,
-        partner.amount_format,
-        &state.currencies,
-    )?;
-    let signed = SignedRequest::parse(&body, &[]).map_err(signing_error)?;
-    let key_id = verify(&access, &signed)?;
-
+    let api = SettleRoute::<V2>::API;
+    let e = signed.enterprise();
+    let Signed {
+        caller,
+        request: (partner, parsed),
+        signature,
+        ..
+    } = signed;
     let command_id = staging_command_id(partner.id, &parsed.external_id);
     let settlement_id = settlement_id_of(command_id);
     let connections: BTreeSet<Uuid> = parsed
@@ -329,10 +373,8 @@ async fn settle(
         api,
         parsed,
         settlement_id,
-        key_id,
         caller: caller.clone(),
-        payload: signed.payload().to_owned(),
-        signature: signed.signature().to_hex(),
+        signed: signature,
         e,
     };
     // Closed disputes queued for this partner join its v2 settlement (docs/api/lifecycle.md): their
@@ -356,7 +398,7 @@ async fn settle(
         }
         streams.extend(touched.iter().map(|c| connection_stream(*c)));
         streams.extend(disputed.iter().map(|s| settlement_stream(*s)));
-        let mut spec = signed_spec(&caller, e, &signed, key_id, command_id, streams);
+        let mut spec = context.signed.spec(&caller, e, command_id, streams);
         spec.request_hash = context.parsed.content_hash;
         let ran = run_replayable(&state, &request_id, spec, |loaded, at| {
             decide_settlement(loaded, &context, &touched, &disputed, at)
@@ -388,8 +430,7 @@ async fn settle(
         let by = Retrier::Partner {
             caller: &caller,
             e,
-            key_id,
-            signed: &signed,
+            signed: &context.signed,
         };
         match retry(&state, &request_id, by, settlement_id).await {
             // Completed meanwhile (the finalizer's retry won): the answer below says so.
@@ -420,9 +461,9 @@ async fn current_reply(
         .ok_or_else(|| ApiError::not_found("settlement"))?;
     if api == SettlementApi::V2 {
         let settling = reads::settling_disputes(&state.pool, side, settlement_id).await?;
-        settlement["settlingDisputes"] = Value::Array(settling);
+        settlement.settling_disputes = Some(settling);
     }
-    let mut response = Json(json!({ "settlement": settlement })).into_response();
+    let mut response = Json(super::contract::SettlementReply { settlement }).into_response();
     let token = HeaderValue::from_str(&position_token(txid)).map_err(ApiError::internal)?;
     response.headers_mut().insert("x-event-position", token);
     Ok(response)
@@ -437,10 +478,8 @@ struct StagingInput {
     api: SettlementApi,
     parsed: Parsed,
     settlement_id: Uuid,
-    key_id: Uuid,
     caller: Caller,
-    payload: String,
-    signature: String,
+    signed: Verified,
     e: Uuid,
 }
 
@@ -469,7 +508,9 @@ fn decide_settlement(
     disputed: &BTreeSet<Uuid>,
     at: Timestamp,
 ) -> Decided {
-    let access = recheck(loaded, &input.caller, input.e, Role::Partner, input.key_id)?;
+    let access = input
+        .signed
+        .recheck(loaded, &input.caller, input.e, Role::Partner)?;
     let partner: Partner = access.partner;
     let partner = partner
         .record()
@@ -494,6 +535,7 @@ fn decide_settlement(
             "disputes kept closing while the settlement was staged; retry",
         ));
     }
+    let kept = input.signed.kept();
     let request = StageRequest {
         settlement_id: input.settlement_id,
         api: input.api,
@@ -502,9 +544,9 @@ fn decide_settlement(
         cutoff_at: input.parsed.cutoff_at,
         instructions: input.parsed.instructions.clone(),
         initiated_by: input.caller.user_id,
-        payload: input.payload.clone(),
-        signature: input.signature.clone(),
-        key_id: input.key_id,
+        payload: kept.payload,
+        signature: kept.signature,
+        key_id: kept.key_id,
     };
     let context = StageContext {
         partner,
@@ -530,7 +572,7 @@ fn decide_settlement(
         let owners = views::owners(connections.values());
         let settling =
             settling_disputes(loaded, partner, &closures, &owners, input.settlement_id, at)?;
-        body["settlingDisputes"] = Value::Array(settling);
+        body.settling_disputes = Some(settling);
     }
     let reply = Reply::ok(json!({ "settlement": body }));
     Ok((lifecycle::route(events), reply))
@@ -546,8 +588,9 @@ fn settling_disputes(
     owners: &Owners,
     settlement_id: Uuid,
     at: Timestamp,
-) -> Result<Vec<Value>, ApiError> {
-    let mut settling: Vec<(Timestamp, Uuid, Value)> = Vec::with_capacity(closures.len());
+) -> Result<Vec<super::contract::Dispute>, ApiError> {
+    let mut settling: Vec<(Timestamp, Uuid, super::contract::Dispute)> =
+        Vec::with_capacity(closures.len());
     for c in closures {
         let disputed: Settlement = fold(
             loaded,
@@ -573,41 +616,16 @@ fn settling_disputes(
             .transfers
             .iter()
             .map(|t| views::transfer(t, &state, owners))
-            .collect::<Option<Vec<Value>>>()
+            .collect::<Option<Vec<_>>>()
             .ok_or_else(|| ApiError::internal("a closure names a connection not loaded"))?;
         let mut v = views::dispute(old, dispute, Some(settlement_id));
         // Assigning the closure is the dispute's latest change.
-        v["updatedAt"] = views::time(at).into();
-        if let Some(closure) = views::closure(dispute, transfers) {
-            v["disputeClosure"] = closure;
-        }
+        v.updated_at = views::time(at);
+        v.dispute_closure = views::closure(dispute, transfers);
         settling.push((dispute.created_at, dispute.dispute_id, v));
     }
     settling.sort_by_key(|(created_at, id, _)| (*created_at, *id));
     Ok(settling.into_iter().map(|(_, _, v)| v).collect())
-}
-
-async fn signing(
-    caller: Caller,
-    State(state): State<AppState>,
-    Path(e): Path<Uuid>,
-    raw: SettlementBody,
-) -> Result<Json<Value>, ApiError> {
-    let access = auth::authorize(&state, &caller, e, Role::Partner).await?;
-    let body = raw.json().await?;
-    let format = access
-        .partner
-        .record()
-        .map_or(AmountFormat::BaseUnits, |p| p.amount_format);
-    let api = if body.get("cutoffAt").is_some() {
-        SettlementApi::V2
-    } else {
-        SettlementApi::V1
-    };
-    parse_request(&own_fields(&body), api, format, &state.currencies)?;
-    Ok(Json(
-        json!({ "payload": signing_payload(&body, &[]).map_err(signing_error)? }),
-    ))
 }
 
 async fn list<const PARTNER: bool>(
@@ -616,13 +634,12 @@ async fn list<const PARTNER: bool>(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::SettlementList>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     let page = page_of(&query)?;
     let filter = reads::SettlementFilter::parse(&query)?;
     Ok(Json(reads::list(
-        "settlements",
         reads::settlements(&s.pool, side, &filter, page).await?,
         page,
     )))
@@ -634,7 +651,7 @@ async fn one<const PARTNER: bool>(
     headers: HeaderMap,
     Path((e, id)): Path<(Uuid, Uuid)>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::SettlementDetail>, ApiError> {
     let (side, role) = side::<PARTNER>(e);
     read_access(&s, &caller, &headers, e, role).await?;
     let settlement = reads::settlement(&s.pool, side, id)
@@ -662,12 +679,12 @@ async fn one<const PARTNER: bool>(
         show_retracted: true,
         ..Default::default()
     };
-    Ok(Json(json!({
-        "settlement": settlement,
-        "settlementTransfers": transfers,
-        "settlingDisputes": reads::settling_disputes(&s.pool, side, id).await?,
-        "settlementDisputes": reads::disputes(&s.pool, side, &disputed, all).await?,
-    })))
+    Ok(Json(super::contract::SettlementDetail {
+        settlement,
+        settlement_transfers: transfers,
+        settling_disputes: reads::settling_disputes(&s.pool, side, id).await?,
+        settlement_disputes: reads::disputes(&s.pool, side, &disputed, all).await?,
+    }))
 }
 
 async fn client_transfers(
@@ -676,9 +693,9 @@ async fn client_transfers(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::contract::TransferList>, ApiError> {
     read_access(&s, &caller, &headers, e, Role::Client).await?;
     let page = page_of(&query)?;
     let transfers = reads::transfers(&s.pool, Side::Client(e), None, None, None, page).await?;
-    Ok(Json(reads::list("settlementTransfers", transfers, page)))
+    Ok(Json(reads::list(transfers, page)))
 }

@@ -9,10 +9,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
 use events::domain::enterprise::{Enterprise, WebhookRejection};
 use schemas::signing::webhook::WEBHOOK_SCHEME;
-use serde_json::{json, Value};
-use sqlx::PgPool;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::admin::{admin_command, on_stream};
@@ -21,9 +23,10 @@ use super::body::JsonBody;
 use super::command::run;
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
-use super::reads::{self, Page, PageQuery, TIME};
-use super::views::time;
+use super::reads::{self, Page, PageQuery};
+use super::views::{stamp, time};
 use crate::state::AppState;
 
 /// The projection whose checkpoint feed reads with `X-Min-Position` wait for.
@@ -102,25 +105,34 @@ async fn configure(
                     .map_err(webhook_error)
             },
             |after| {
-                json!({"webhook": after.record().map(|r| json!({
-                    "enterpriseId": r.id,
-                    "url": r.webhook_url,
-                    "updatedAt": r.webhook_updated_at.map(time),
-                }))})
+                let r = after.record().ok_or_else(|| {
+                    ApiError::internal("webhook configured without an enterprise")
+                })?;
+                Ok(contract::WebhookReply {
+                    webhook: contract::Webhook {
+                        enterprise_id: r.id,
+                        url: r.webhook_url.clone(),
+                        updated_at: r.webhook_updated_at.map(time),
+                    },
+                })
             },
         )
     })
     .await
 }
 
-async fn public_key(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn public_key(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<contract::WebhookPublicKey>, ApiError> {
     let key = state
         .webhooks
         .public_key
         .ok_or_else(|| ApiError::internal("the webhook key is not configured"))?;
-    Ok(Json(
-        json!({"publicKey": hex::encode(key), "scheme": WEBHOOK_SCHEME}),
-    ))
+    Ok(Json(contract::WebhookPublicKey {
+        public_key: hex::encode(key),
+        scheme: WEBHOOK_SCHEME.to_owned(),
+    }))
 }
 
 async fn deliveries(
@@ -128,10 +140,9 @@ async fn deliveries(
     State(state): State<AppState>,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::WebhookDeliveryList>, ApiError> {
     let page = q.page()?;
     Ok(Json(reads::list(
-        "webhookDeliveries",
         notifications(&state.pool, e, page, Audience::Operator).await?,
         page,
     )))
@@ -145,13 +156,12 @@ pub async fn feed<const PARTNER: bool>(
     headers: HeaderMap,
     Path(e): Path<Uuid>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<contract::NotificationList>, ApiError> {
     let role = if PARTNER { Role::Partner } else { Role::Client };
     auth::authorize(&state, &caller, e, role).await?;
     wait_for_min_position(&headers, &state.pool, NOTIFICATIONS, state.read_wait_max).await?;
     let page = q.page()?;
     Ok(Json(reads::list(
-        "notifications",
         notifications(&state.pool, e, page, Audience::Tenant).await?,
         page,
     )))
@@ -167,62 +177,120 @@ pub enum Audience {
 
 /// An enterprise's notifications in the order of the events behind them, each with its
 /// payload (the exact webhook body) and its delivery: for the tenant its status and attempt
-/// count, for the operator also the next attempt and every attempt.
+/// count, for the operator also the next attempt and every attempt. One statement: the page of
+/// notifications, for the operator joined with their attempts (a row per attempt, in order).
 pub async fn notifications(
     pool: &PgPool,
     enterprise_id: Uuid,
     page: Page,
     audience: Audience,
-) -> Result<Vec<Value>, ApiError> {
-    let delivery = match audience {
-        Audience::Tenant => "json_build_object(
-                'status', coalesce(d.status, 'not_configured'),
-                'attemptCount', coalesce(d.attempts, 0))"
-            .to_owned(),
-        Audience::Operator => operator_delivery(),
-    };
-    let sql = format!(
-        "SELECT json_build_object(
-            'id', n.id, 'type', n.type, 'enterpriseId', n.enterprise_id, 'settlementId', n.settlement_id,
-            'partnerId', n.partner_id, 'externalId', n.external_id,
-            'createdAt', to_char(n.created_at AT TIME ZONE 'UTC', {TIME}),
-            'payload', n.body::json,
-            'delivery', {delivery})::text
+) -> Result<Vec<contract::Notification>, ApiError> {
+    let page_sql =
+        "SELECT n.id, n.type, n.enterprise_id, n.settlement_id, n.partner_id, n.external_id,
+                n.created_at, n.body, n.position,
+                coalesce(d.status, 'not_configured') AS delivery_status,
+                coalesce(d.attempts, 0) AS attempt_count,
+                CASE WHEN d.status = 'pending' THEN greatest(d.due_at, d.leased_until) END
+                    AS next_attempt_at,
+                d.delivered_at
          FROM rm_notifications n LEFT JOIN webhook_deliveries d ON d.notification_id = n.id
-         WHERE n.enterprise_id = $1 ORDER BY n.position, n.id LIMIT $2 OFFSET $3"
-    );
-    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+         WHERE n.enterprise_id = $1 ORDER BY n.position, n.id LIMIT $2 OFFSET $3";
+    let sql = match audience {
+        Audience::Tenant => page_sql.to_owned(),
+        Audience::Operator => format!(
+            "SELECT p.*, a.attempt, a.at AS attempt_at, a.url AS attempt_url,
+                    a.http_status AS attempt_http_status, a.error AS attempt_error,
+                    a.duration_ms AS attempt_duration_ms
+             FROM ({page_sql}) p LEFT JOIN webhook_attempts a ON a.notification_id = p.id
+             ORDER BY p.position, p.id, a.attempt"
+        ),
+    };
+    let rows = sqlx::query(&sql)
         .bind(enterprise_id)
         .bind(i64::from(page.size))
         .bind(page.offset as i64)
         .fetch_all(pool)
         .await
         .map_err(ApiError::internal)?;
-    rows.into_iter()
-        .map(|(text,)| serde_json::from_str(&text).map_err(ApiError::internal))
-        .collect()
+    let mut out: Vec<contract::Notification> = Vec::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("id").map_err(ApiError::internal)?;
+        if out.last().is_none_or(|n| n.id != id) {
+            out.push(notification_of(row, audience).map_err(ApiError::internal)?);
+        }
+        if audience == Audience::Operator {
+            let attempt = attempt_of(row).map_err(ApiError::internal)?;
+            if let (Some(attempt), Some(attempts)) = (
+                attempt,
+                out.last_mut().and_then(|n| n.delivery.attempts.as_mut()),
+            ) {
+                attempts.push(attempt);
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// The operator's delivery object: state, schedule and the full attempt log.
-fn operator_delivery() -> String {
-    format!(
-        "json_build_object(
-                'status', coalesce(d.status, 'not_configured'),
-                'attemptCount', coalesce(d.attempts, 0),
-                'nextAttemptAt', CASE WHEN d.status = 'pending'
-                    THEN to_char(greatest(d.due_at, d.leased_until) AT TIME ZONE 'UTC', {TIME}) END,
-                'deliveredAt', to_char(d.delivered_at AT TIME ZONE 'UTC', {TIME}),
-                'attempts', coalesce((
-                    SELECT json_agg(json_build_object(
-                        'attempt', a.attempt, 'at', to_char(a.at AT TIME ZONE 'UTC', {TIME}), 'url', a.url,
-                        'httpStatus', a.http_status, 'error', a.error, 'durationMs', a.duration_ms)
-                        ORDER BY a.attempt)
-                    FROM webhook_attempts a WHERE a.notification_id = n.id), '[]'::json))"
-    )
+fn notification_of(row: &PgRow, audience: Audience) -> Result<contract::Notification, String> {
+    let sql = |e: sqlx::Error| e.to_string();
+    let body: String = row.try_get("body").map_err(sql)?;
+    let payload: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let attempt_count: i32 = row.try_get("attempt_count").map_err(sql)?;
+    let operator = audience == Audience::Operator;
+    let at = |c: &str| -> Result<Option<String>, String> {
+        let t: Option<DateTime<Utc>> = row.try_get(c).map_err(sql)?;
+        Ok(t.map(stamp))
+    };
+    Ok(contract::Notification {
+        id: row.try_get("id").map_err(sql)?,
+        kind: row.try_get("type").map_err(sql)?,
+        enterprise_id: row.try_get("enterprise_id").map_err(sql)?,
+        settlement_id: row.try_get("settlement_id").map_err(sql)?,
+        partner_id: row.try_get("partner_id").map_err(sql)?,
+        external_id: row.try_get("external_id").map_err(sql)?,
+        created_at: stamp(row.try_get("created_at").map_err(sql)?),
+        payload,
+        delivery: contract::Delivery {
+            status: row.try_get("delivery_status").map_err(sql)?,
+            attempt_count: i64::from(attempt_count),
+            // The tenant sees neither field; the operator sees both, `null` when unset.
+            next_attempt_at: if operator {
+                Some(at("next_attempt_at")?)
+            } else {
+                None
+            },
+            delivered_at: if operator {
+                Some(at("delivered_at")?)
+            } else {
+                None
+            },
+            attempts: operator.then(Vec::new),
+        },
+    })
+}
+
+/// The attempt a row of the operator's statement carries; `None` where the left join found none.
+fn attempt_of(row: &PgRow) -> Result<Option<contract::DeliveryAttempt>, sqlx::Error> {
+    let Some(attempt) = row.try_get::<Option<i32>, _>("attempt")? else {
+        return Ok(None);
+    };
+    let at: DateTime<Utc> = row.try_get("attempt_at")?;
+    let http_status: Option<i32> = row.try_get("attempt_http_status")?;
+    let duration_ms: i32 = row.try_get("attempt_duration_ms")?;
+    Ok(Some(contract::DeliveryAttempt {
+        attempt: i64::from(attempt),
+        at: stamp(at),
+        url: row.try_get("attempt_url")?,
+        http_status: http_status.map(i64::from),
+        error: row.try_get("attempt_error")?,
+        duration_ms: Some(i64::from(duration_ms)),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -23,13 +23,27 @@ async fn starts_serves_health_and_stops_gracefully() {
     })
     .await;
     assert!(leads, "the process takes the sequencer lead");
-    // The gauge is set a moment after the leader row: wait for it rather than race it.
-    let visible = eventually(Duration::from_secs(10), || {
+    // The gauge is set a moment after the leader row: wait for it rather than race it (on a
+    // loaded two-core machine the moment can be long).
+    let visible = eventually(Duration::from_secs(30), || {
         let addr = api.addr.clone();
         async move { matches!(http_get(&addr, "/metrics").await, Ok((200, body)) if body.contains("settle_sequencer_leader 1")) }
     })
     .await;
-    assert!(visible, "leadership is visible in /metrics");
+    let sequencer_lines = match http_get(&api.addr, "/metrics").await {
+        Ok((status, body)) => format!(
+            "{status}: {}",
+            body.lines()
+                .filter(|l| l.starts_with("settle_sequencer") || l.starts_with("settle_relay"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        visible,
+        "leadership is visible in /metrics: {sequencer_lines}"
+    );
 
     let status = api.terminate().await;
     assert!(status.success(), "clean exit on SIGTERM: {status}");

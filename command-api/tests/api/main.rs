@@ -7,6 +7,8 @@ mod auth;
 mod connection_keys;
 mod connections;
 mod consistency;
+mod console;
+mod contract;
 mod disputes;
 mod edge;
 mod errors;

@@ -11,6 +11,7 @@ use super::client::Client;
 use super::connection_key::{ConnectionKey, ConnectionKeySchema};
 use super::custody::{Custody, CustodyAllocated, CustodyDeallocated};
 use super::event::{DomainEvent, Timestamp};
+use super::ids::CommandId;
 use super::money::{AmountFormat, Balance, CurrencyCode};
 use super::partner::Partner;
 use super::signed::Signed;
@@ -56,6 +57,16 @@ pub struct ConnectionUpdated {
 pub enum AllocationKind {
     Allocation,
     Deallocation,
+}
+
+impl AllocationKind {
+    /// The kind's name: the API's `type`, and the kind its command ids are derived under.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allocation => "allocation",
+            Self::Deallocation => "deallocation",
+        }
+    }
 }
 
 /// Why an allocation was released instead of cleared.
@@ -210,6 +221,33 @@ fn check_name(name: &str) -> Result<String, LimitError> {
 /// The network account of a connection.
 pub fn network_account_id_of(connection_id: Uuid) -> Uuid {
     Uuid::new_v5(&connection_id, b"network-account")
+}
+
+/// The connection a connect command creates (the command is the client's signed request,
+/// `ids::signed_command_id`): a raced retry targets the same stream.
+pub fn connection_id_of(command: CommandId) -> Uuid {
+    Uuid::new_v5(&command.as_uuid(), b"connection")
+}
+
+/// The command that moves funds for a client's `clientExternalId`: the same kind and id is the
+/// same command, so a retry answers as the first time (docs/api/guide.md).
+pub fn allocation_command_id(
+    kind: AllocationKind,
+    client_enterprise_id: Uuid,
+    client_external_id: &str,
+) -> CommandId {
+    CommandId::derive(
+        kind.as_str(),
+        &[
+            client_enterprise_id.as_bytes(),
+            client_external_id.as_bytes(),
+        ],
+    )
+}
+
+/// The allocation (or deallocation) an allocation command records.
+pub fn allocation_id_of(command: CommandId) -> Uuid {
+    Uuid::new_v5(&command.as_uuid(), b"allocation")
 }
 
 impl Connection {
@@ -498,6 +536,52 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::domain::custody::DepositCredited;
+    use crate::domain::ids::signed_command_id;
+
+    #[test]
+    fn ids_are_derived_as_they_always_were() {
+        let uuid = |s: &str| Uuid::parse_str(s).expect("uuid");
+        let e = Uuid::from_u128(0x1111);
+        let connect = signed_command_id(e, "n-1");
+        assert_eq!(
+            connection_id_of(connect),
+            Uuid::new_v5(&connect.as_uuid(), b"connection")
+        );
+        let allocate = allocation_command_id(AllocationKind::Allocation, e, "a-1");
+        assert_eq!(
+            allocate,
+            CommandId::derive("allocation", &[e.as_bytes(), b"a-1"])
+        );
+        assert_eq!(
+            allocation_id_of(allocate),
+            Uuid::new_v5(&allocate.as_uuid(), b"allocation")
+        );
+        let deallocate = allocation_command_id(AllocationKind::Deallocation, e, "a-1");
+        assert_eq!(
+            deallocate,
+            CommandId::derive("deallocation", &[e.as_bytes(), b"a-1"])
+        );
+        // Pinned: recorded connections, allocations and command outcomes carry these ids.
+        let pinned = [
+            (
+                connection_id_of(connect),
+                "72d9fa95-6c94-5980-9031-1becf9004906",
+            ),
+            (allocate.as_uuid(), "f1837005-cc81-5db9-be7b-687a740ad876"),
+            (
+                allocation_id_of(allocate),
+                "1c324432-52d8-5342-832f-19b017baed7d",
+            ),
+            (deallocate.as_uuid(), "4546d577-2be4-59e7-8939-5d68f3b9fb29"),
+            (
+                allocation_id_of(deallocate),
+                "40517f55-d997-54b4-8940-896d588a63d4",
+            ),
+        ];
+        for (derived, recorded) in pinned {
+            assert_eq!(derived, uuid(recorded));
+        }
+    }
 
     const CLIENT_E: Uuid = Uuid::from_u128(1);
     const CONN: Uuid = Uuid::from_u128(2);

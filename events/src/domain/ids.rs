@@ -35,6 +35,14 @@ impl CommandId {
     }
 }
 
+/// A signed command whose only identity is its nonce (unique per enterprise,
+/// docs/api/signatures.md): connects, renames and the client's dispute commands. The same nonce
+/// is the same command, so a retry answers as the first time and another payload under it is a
+/// reuse.
+pub fn signed_command_id(enterprise_id: Uuid, nonce: &str) -> CommandId {
+    CommandId::derive("signed", &[enterprise_id.as_bytes(), nonce.as_bytes()])
+}
+
 /// Why an `Idempotency-Key` was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IdempotencyKeyError {
@@ -104,6 +112,20 @@ mod tests {
         assert_ne!(a, CommandId::derive("perform", &[b"partner", b"ext-1"]));
         assert_eq!(event_id(a, 3), event_id(a, 3));
         assert_ne!(event_id(a, 3), event_id(a, 4));
+    }
+
+    #[test]
+    fn signed_command_ids_are_derived_as_they_always_were() {
+        let e = Uuid::from_u128(0x1111);
+        let id = signed_command_id(e, "n-1");
+        assert_eq!(id, CommandId::derive("signed", &[e.as_bytes(), b"n-1"]));
+        // Pinned: recorded commands and nonces carry these ids.
+        assert_eq!(
+            id.as_uuid(),
+            Uuid::parse_str("7dc24a24-606e-50bf-a560-5b102475e335").expect("uuid")
+        );
+        assert_ne!(id, signed_command_id(e, "n-2"));
+        assert_ne!(id, signed_command_id(Uuid::from_u128(0x2222), "n-1"));
     }
 
     #[test]
