@@ -25,13 +25,14 @@ use events::domain::{DomainEvent, StreamName};
 use events::lifecycle;
 use events::store::Loaded;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::{self, connection_stream, fold, partner_stream, Access, Admin, Caller, Role};
 use super::body::{parse, JsonBody};
-use super::command::{run, CommandSpec, Decided, Reply};
+use super::command::{run, CommandSpec, Decided};
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use super::network::{read_access, side};
 use super::reads::{self, page_of};
@@ -308,7 +309,9 @@ fn answer(
         .dispute(dispute_id)
         .ok_or_else(|| ApiError::not_found("dispute"))?;
     let body = match answer_with {
-        Answer::Dispute => json!({ "dispute": view(record, d, None) }),
+        Answer::Dispute => views::reply(&contract::DisputeReply {
+            dispute: view(record, d, None),
+        })?,
         Answer::Closure(owners) => {
             let closure = d
                 .closure
@@ -329,10 +332,13 @@ fn answer(
                 .map(|t| views::transfer(t, &state, owners))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ApiError::internal("a closure names a connection not loaded"))?;
-            json!({ "disputeClosure": views::closure(d, transfers) })
+            views::reply(&contract::DisputeClosureReply {
+                dispute_closure: views::closure(d, transfers)
+                    .ok_or_else(|| ApiError::internal("closed dispute without closure"))?,
+            })?
         }
     };
-    Ok((lifecycle::route(events), Reply::ok(body)))
+    Ok((lifecycle::route(events), body))
 }
 
 /// The owners of every connection a closure of `dispute_id` can carry a transfer of: those of

@@ -28,6 +28,7 @@ use super::auth::{
 use super::command::{run, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use super::reads::{self, PageQuery, Side, READ_MODELS};
 use super::signed::{signing, PathIds, Signed, SignedRoute};
@@ -254,10 +255,15 @@ async fn connect(
             .decide_connect(&access.client, &partner_state, command, at)
             .map_err(connection_error)?;
         let after = events.iter().fold(current, Connection::evolve);
-        let view = after.record().map(|r| views::connection(r, &nonce, &proof));
+        let connection_view = after
+            .record()
+            .map(|r| views::connection(r, &nonce, &proof))
+            .ok_or_else(|| ApiError::internal("connection missing after its command"))?;
         Ok((
             on(&connection, events).collect(),
-            Reply::ok(json!({ "connection": view })),
+            views::reply(&contract::ConnectionReply {
+                connection: connection_view,
+            })?,
         ))
     })
     .await
@@ -323,10 +329,15 @@ async fn update_connection(
             _ => None,
         });
         let (nonce, proof) = created.unwrap_or_default();
-        let view = after.record().map(|r| views::connection(r, &nonce, &proof));
+        let connection_view = after
+            .record()
+            .map(|r| views::connection(r, &nonce, &proof))
+            .ok_or_else(|| ApiError::internal("connection missing after its command"))?;
         Ok((
             on(&connection, events).collect(),
-            Reply::ok(json!({ "connection": view })),
+            views::reply(&contract::ConnectionReply {
+                connection: connection_view,
+            })?,
         ))
     })
     .await
@@ -485,11 +496,12 @@ async fn move_funds<const DEALLOCATION: bool>(
             .map_err(connection_error)?;
         let view = views::allocation(&decision.record);
         let reply = match decision.record.released {
-            None => Reply::ok(json!({ "allocation": view })),
+            None => views::reply(&contract::AllocationReply { allocation: view })?,
             Some(reason) => Reply::refused(
                 ErrorCode::AllocationReleased,
                 reason.sentence(),
-                json!({ "allocation": view }),
+                serde_json::to_value(contract::AllocationReply { allocation: view })
+                    .map_err(ApiError::internal)?,
             ),
         };
         let events = on(&connection, decision.connection_events)

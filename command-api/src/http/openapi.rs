@@ -117,6 +117,8 @@ with their statuses and meanings, are listed below and in `x-error-codes`.
         paths::client_settlement_transfers,
         paths::client_notifications,
         paths::partner_notifications,
+        paths::partner_webhook_public_key,
+        paths::client_webhook_public_key,
         paths::raise_dispute,
         paths::raise_dispute_signing_get,
         paths::raise_dispute_signing_post,
@@ -948,6 +950,18 @@ mod paths {
         params(("enterpriseId" = Uuid, Path,), Page, MinPosition),
         responses((status = 200, description = "A page of notifications.", body = NotificationList)))]
     pub fn partner_notifications() {}
+
+    /// The engine's webhook signing key, for a partner verifying its webhooks.
+    #[utoipa::path(get, path = "/api/network/v1/enterprises/{enterpriseId}/partners/webhooks/public-key", tag = "network",
+        params(("enterpriseId" = Uuid, Path,)),
+        responses((status = 200, description = "The key.", body = WebhookPublicKey)))]
+    pub fn partner_webhook_public_key() {}
+
+    /// The engine's webhook signing key, for a client verifying its webhooks.
+    #[utoipa::path(get, path = "/api/network/v1/enterprises/{enterpriseId}/clients/webhooks/public-key", tag = "network",
+        params(("enterpriseId" = Uuid, Path,)),
+        responses((status = 200, description = "The key.", body = WebhookPublicKey)))]
+    pub fn client_webhook_public_key() {}
 
     // ------------------------------------------------------------------------------------------
     // Network API: disputes.

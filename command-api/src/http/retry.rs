@@ -10,12 +10,12 @@ use events::codec::Actor;
 use events::domain::settlement::{LifecycleRejection, Settlement};
 use events::domain::{CommandId, StreamName};
 use events::lifecycle::{self, Step};
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::{self, fold, stream, Admin, Caller, Role};
-use super::command::{now, run, CommandSpec, Reply};
+use super::command::{now, run, CommandSpec};
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use super::signed::Verified;
 use super::views;
@@ -102,7 +102,9 @@ pub async fn retry(
         let record = after
             .record()
             .ok_or_else(|| ApiError::internal("settlement missing"))?;
-        let reply = Reply::ok(json!({ "settlement": views::settlement(record, at) }));
+        let reply = views::reply(&contract::SettlementReply {
+            settlement: views::settlement(record, at),
+        })?;
         Ok((lifecycle::route(events), reply))
     })
     .await

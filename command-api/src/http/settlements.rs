@@ -27,9 +27,10 @@ use uuid::Uuid;
 
 use super::auth::{self, connection_stream, custody_stream, fold, Access, Caller, Role};
 use super::body::MAX_BODY_BYTES_SETTLEMENT;
-use super::command::{run_replayable, Decided, Reply};
+use super::command::{run_replayable, Decided};
 use super::consistency::position_token;
 use super::context::RequestId;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use super::network::{read_access, side};
 use super::reads::{self, page_of, Side};
@@ -574,7 +575,7 @@ fn decide_settlement(
             settling_disputes(loaded, partner, &closures, &owners, input.settlement_id, at)?;
         body.settling_disputes = Some(settling);
     }
-    let reply = Reply::ok(json!({ "settlement": body }));
+    let reply = views::reply(&contract::SettlementReply { settlement: body })?;
     Ok((lifecycle::route(events), reply))
 }
 

@@ -25,12 +25,13 @@ use events::domain::{CommandId, StreamName};
 use events::store::{Loaded, NonceClaim};
 use schemas::signing::{signing_payload, PublicKey, SignedRequest, SigningError};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::auth::{self, Access, Caller, Role};
 use super::body::{parse, read_json};
 use super::command::CommandSpec;
+use super::contract;
 use super::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
@@ -348,6 +349,6 @@ impl<R: SignedRoute> FromRequest<AppState> for SigningPayload<R> {
 /// The `…/signing` twin of route `R` (GET with a JSON body, or POST): the route's access checks
 /// and field rules, then `{"payload": "<canonical string>"}`. It records nothing and consumes no
 /// nonce.
-pub async fn signing<R: SignedRoute>(twin: SigningPayload<R>) -> Json<Value> {
-    Json(json!({ "payload": twin.0 }))
+pub async fn signing<R: SignedRoute>(twin: SigningPayload<R>) -> Json<contract::SigningPayload> {
+    Json(contract::SigningPayload { payload: twin.0 })
 }

@@ -43,10 +43,20 @@ pub fn admin_routes() -> Router<AppState> {
 /// `/api/network` routes. The client feed, `…/clients/notifications`, is `feed::<false>`,
 /// registered with the other client routes in `settlements.rs`.
 pub fn network_routes() -> Router<AppState> {
-    Router::new().route(
-        "/v1/enterprises/{e}/partners/notifications",
-        get(feed::<true>),
-    )
+    Router::new()
+        .route(
+            "/v1/enterprises/{e}/partners/notifications",
+            get(feed::<true>),
+        )
+        // The key webhooks are signed with, for the tenants who receive them.
+        .route(
+            "/v1/enterprises/{e}/partners/webhooks/public-key",
+            get(tenant_public_key::<true>),
+        )
+        .route(
+            "/v1/enterprises/{e}/clients/webhooks/public-key",
+            get(tenant_public_key::<false>),
+        )
 }
 
 fn webhook_error(e: WebhookRejection) -> ApiError {
@@ -121,10 +131,26 @@ async fn configure(
     .await
 }
 
+/// The webhook key as a partner (`PARTNER`) or client of enterprise `e` reads it: the same as
+/// the operator's.
+async fn tenant_public_key<const PARTNER: bool>(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(e): Path<Uuid>,
+) -> Result<Json<contract::WebhookPublicKey>, ApiError> {
+    let role = if PARTNER { Role::Partner } else { Role::Client };
+    auth::authorize(&state, &caller, e, role).await?;
+    webhook_public_key(&state)
+}
+
 async fn public_key(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<contract::WebhookPublicKey>, ApiError> {
+    webhook_public_key(&state)
+}
+
+fn webhook_public_key(state: &AppState) -> Result<Json<contract::WebhookPublicKey>, ApiError> {
     let key = state
         .webhooks
         .public_key

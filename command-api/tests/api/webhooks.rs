@@ -243,6 +243,24 @@ async fn a_notification_is_signed_retried_logged_and_accepted_once() {
         deliverer.public_key(),
         "the key the API shows signs"
     );
+    // The tenants who receive webhooks read the same key on their own routes; another
+    // enterprise's token does not.
+    for (tenant, side) in [(&w.partner, "partners"), (&w.client, "clients")] {
+        let path = format!("/v1/enterprises/{}/{side}/webhooks/public-key", tenant.id);
+        let theirs = app.get(&path, &tenant.token).await;
+        assert_eq!(theirs.expect(200, None), &public_key, "{side}");
+        let other = if side == "partners" {
+            &w.client
+        } else {
+            &w.partner
+        };
+        let refused = app.get(&path, &other.token).await;
+        assert!(
+            [401, 403, 404].contains(&refused.status.as_u16()),
+            "{side}: {}",
+            refused.status
+        );
+    }
     for r in &received {
         assert_eq!(r.id, id, "webhook-id is the notification id");
         assert!(verifies(&key_bytes, r), "signature verifies: {r:?}");
