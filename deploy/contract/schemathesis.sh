@@ -43,7 +43,9 @@ export SETTLE_ADMIN_TOKEN=$SETTLE_CONTRACT_ADMIN_TOKEN
 export SETTLE_RATE_PER_TOKEN=0 SETTLE_RATE_PER_ADDRESS=0
 
 cargo build --quiet --locked -p command-api -p projector -p finalizer
-seed() { target/debug/command-api keygen | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])'; }
+# The binaries the build just made (CARGO_TARGET_DIR when set, as in CI's shared target).
+BIN=${CARGO_TARGET_DIR:-target}/debug
+seed() { "$BIN/command-api" keygen | python3 -c 'import json,sys; print(json.load(sys.stdin)["seed"])'; }
 SETTLE_WEBHOOK_SEED=$(seed)
 SETTLE_AUDIT_SEED=$(seed)
 export SETTLE_WEBHOOK_SEED SETTLE_AUDIT_SEED
@@ -54,7 +56,7 @@ trap stop EXIT INT TERM
 declare -A ports=([command-api]=$PORT [projector]=$((PORT + 1)) [finalizer]=$((PORT + 2)))
 for name in command-api projector finalizer; do
   SETTLE_LISTEN=127.0.0.1:${ports[$name]} SETTLE_PROJECTOR_INSTANCE=$RUN-$name \
-    "target/debug/$name" >"$LOGS/$name.log" 2>&1 &
+    "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
   # The command-api migrates the fresh database; the others start after it.
   for _ in $(seq 1 150); do
@@ -72,7 +74,7 @@ admin() { curl -fsS -H "Authorization: Bearer $SETTLE_ADMIN_TOKEN" -H "Content-T
 signed() { # method path token seed body-json [signing-twin-path]
   local payload signature
   payload=$(curl -fsS -H "Authorization: Bearer $3" -H "Content-Type: application/json" -X POST "$API${6:-$2/signing}" -d "$5" | field '["payload"]')
-  signature=$(printf %s "$payload" | target/debug/command-api sign --seed "$4")
+  signature=$(printf %s "$payload" | "$BIN/command-api" sign --seed "$4")
   python3 -c 'import json,sys; b=json.loads(sys.argv[1]); b["payload"]=sys.argv[2]; b["signature"]=sys.argv[3]; print(json.dumps(b))' "$5" "$payload" "$signature" \
     | curl -fsS -H "Authorization: Bearer $3" -H "Content-Type: application/json" -X "$1" "$API$2" -d @-
 }
@@ -83,7 +85,7 @@ PARTNER_ID=$(admin POST "/enterprises/$PARTNER_E/partner" \
 admin POST "/enterprises/$CLIENT_E/client" >/dev/null
 # One user, a member of both: its token works on the partner routes and the client routes.
 USER_TOKEN=$(admin POST /users "{\"name\":\"contract-member\",\"enterpriseIds\":[\"$PARTNER_E\",\"$CLIENT_E\"]}" | field '["accessToken"]')
-keys() { target/debug/command-api keygen; }
+keys() { "$BIN/command-api" keygen; }
 CKEY=$(keys); CSEED=$(echo "$CKEY" | field '["seed"]')
 PKEY=$(keys); PSEED=$(echo "$PKEY" | field '["seed"]')
 admin POST "/enterprises/$CLIENT_E/keys" "{\"publicKey\":\"$(echo "$CKEY" | field '["publicKey"]')\"}" >/dev/null
