@@ -688,6 +688,28 @@ impl ErrorCode {
         Self::ALL.iter().copied().find(|c| c.code() == text)
     }
 
+    /// The Markdown table of every code with its statuses and meaning, by status then code (in
+    /// `docs/errors.md` and the OpenAPI document's description).
+    pub fn table() -> String {
+        let mut table = String::from("| code | HTTP status | meaning |\n|---|---|---|\n");
+        let mut codes = Self::ALL.to_vec();
+        codes.sort_by_key(|c| (c.status().as_u16(), c.code()));
+        for code in codes {
+            let statuses: Vec<String> = code
+                .statuses()
+                .iter()
+                .map(|s| s.as_u16().to_string())
+                .collect();
+            table.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                code.code(),
+                statuses.join(", "),
+                code.meaning()
+            ));
+        }
+        table
+    }
+
     /// The Markdown of `docs/errors.md`: every code with its statuses and meaning.
     pub fn markdown() -> String {
         let mut doc = String::from(
@@ -698,23 +720,9 @@ impl ErrorCode {
              HTTP status each is answered with. Codes never change; new ones may be added.\n\n\
              Generated from `ErrorCode` (`command-api/src/http/codes.rs`); do not edit by hand. \
              Regenerate with `SETTLE_BLESS=1 cargo test -p command-api errors_doc`.\n\n\
-             | code | HTTP status | meaning |\n|---|---|---|\n",
+             ",
         );
-        let mut codes = Self::ALL.to_vec();
-        codes.sort_by_key(|c| (c.status().as_u16(), c.code()));
-        for code in codes {
-            let statuses: Vec<String> = code
-                .statuses()
-                .iter()
-                .map(|s| s.as_u16().to_string())
-                .collect();
-            doc.push_str(&format!(
-                "| `{}` | {} | {} |\n",
-                code.code(),
-                statuses.join(", "),
-                code.meaning()
-            ));
-        }
+        doc.push_str(&Self::table());
         doc
     }
 }

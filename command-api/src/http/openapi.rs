@@ -284,7 +284,7 @@ impl Modify for Finish {
                 .insert(error_name(status), RefOr::T(response));
         }
         doc.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
-        doc.info.description = Some(format!("{DESCRIPTION}\n{}", error_table()));
+        doc.info.description = Some(format!("{DESCRIPTION}\n{}", ErrorCode::table()));
         let codes: Vec<Value> = ErrorCode::ALL
             .iter()
             .map(|c| {
@@ -382,27 +382,6 @@ fn add_headers(response: &mut utoipa::openapi::Response, method: &str) {
         );
         response.headers.insert("X-Event-Position".into(), position);
     }
-}
-
-/// The Markdown table of every error code, for the info description.
-fn error_table() -> String {
-    let mut table = String::from("| code | HTTP status | meaning |\n|---|---|---|\n");
-    let mut codes = ErrorCode::ALL.to_vec();
-    codes.sort_by_key(|c| (c.status().as_u16(), c.code()));
-    for code in codes {
-        let statuses: Vec<String> = code
-            .statuses()
-            .iter()
-            .map(|s| s.as_u16().to_string())
-            .collect();
-        table.push_str(&format!(
-            "| `{}` | {} | {} |\n",
-            code.code(),
-            statuses.join(", "),
-            code.meaning()
-        ));
-    }
-    table
 }
 
 /// The document as a value.
