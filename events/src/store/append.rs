@@ -16,26 +16,52 @@ use crate::domain::event::Timestamp;
 use crate::domain::{event_id, CommandId, StreamName};
 
 /// The append, as one statement: one round trip, one commit in autocommit mode.
-/// 1. `heads`: lock and advance every touched stream's head in (category, id) order — so
-///    concurrent appends cannot deadlock — checking each expected version.
-/// 2. `verdict`: a stream that did not advance, or was created although expected at a version,
-///    raises SE409 and aborts the whole statement.
-/// 3. One multi-row insert of the events, stamped with this transaction's id and their order.
-/// 4. The command outcome and nonce: a concurrent twin violates their primary keys.
+/// 1. `locked`: every declared stream's head row is locked in (category, id) order — so
+///    concurrent appends cannot deadlock — `FOR UPDATE` (as the upsert takes) where the command appends (or
+///    expects a stream not yet made), `FOR SHARE` where it only read what it decided on.
+/// 2. `heads`: the heads of the streams the command appends to advance, each checked against its
+///    expected version; the heads it only read are not written (ADR 0013): their share lock holds
+///    back any writer of them until this commits, and their version is checked in `verdict`.
+/// 3. `verdict`: a written stream that did not advance, one created although expected at a
+///    version, or a read one not at its expected version, raises SE409 and aborts the statement.
+/// 4. One multi-row insert of the events, stamped with this transaction's id and their order.
+/// 5. The command outcome and nonce: a concurrent twin violates their primary keys.
 const APPEND_SQL: &str = "
-WITH heads AS (
-    INSERT INTO streams AS s (category, id, version, previous_version)
-    SELECT u.category, u.id, u.new_version, u.expected
+WITH declared AS (
+    SELECT u.category, u.id, u.new_version, u.expected,
+           (u.new_version <> u.expected OR u.expected = 0) AS writes
     FROM unnest($1::text[], $2::text[], $4::bigint[], $3::bigint[]) AS u(category, id, new_version, expected)
     ORDER BY u.category, u.id
+), locked AS (
+    SELECT d.category, d.id, d.new_version, d.expected, d.writes, coalesce(r.version, w.version) AS current
+    FROM declared d
+    LEFT JOIN LATERAL (
+        SELECT s.version FROM streams s
+        WHERE s.category = d.category AND s.id = d.id AND NOT d.writes
+        FOR SHARE
+    ) r ON true
+    LEFT JOIN LATERAL (
+        SELECT s.version FROM streams s
+        WHERE s.category = d.category AND s.id = d.id AND d.writes
+        FOR UPDATE
+    ) w ON true
+), heads AS (
+    INSERT INTO streams AS s (category, id, version, previous_version)
+    SELECT l.category, l.id, l.new_version, l.expected
+    FROM locked l
+    WHERE l.writes
+    ORDER BY l.category, l.id
     ON CONFLICT (category, id) DO UPDATE
         SET version = EXCLUDED.version, previous_version = EXCLUDED.previous_version
         WHERE s.version = EXCLUDED.previous_version
     RETURNING (xmax = 0) AS inserted, previous_version
 ), verdict AS (
     SELECT raise_stream_conflict()
-    FROM (SELECT count(*) AS advanced, count(*) FILTER (WHERE inserted AND previous_version <> 0) AS created_late FROM heads) h
-    WHERE h.advanced <> cardinality($1::text[]) OR h.created_late <> 0
+    FROM (SELECT count(*) AS advanced, count(*) FILTER (WHERE inserted AND previous_version <> 0) AS created_late FROM heads) h,
+         (SELECT count(*) FILTER (WHERE writes) AS writing,
+                 count(*) FILTER (WHERE NOT writes AND current IS DISTINCT FROM expected) AS stale
+          FROM locked) l
+    WHERE h.advanced <> l.writing OR h.created_late <> 0 OR l.stale <> 0
 ), appended AS (
     INSERT INTO events (event_id, txid, tx_seq, category, stream_id, version, type_id, schema_version, payload, metadata, recorded_at)
     SELECT u.event_id, pg_current_xact_id()::text::bigint, u.ord::integer, u.category, u.stream_id, u.version,
@@ -86,7 +112,8 @@ pub struct AppendRequest {
     /// Hash of the request that carried the command; a retry with another hash is a conflict.
     pub request_hash: [u8; 32],
     /// Every stream the command decided on, with the version it saw. Streams without new
-    /// events are still checked, so a decision that read them cannot be based on stale state.
+    /// events are still checked (and share-locked until the commit, not written: ADR 0013), so a
+    /// decision that read them cannot be based on stale state.
     pub expected: Vec<(StreamName, u64)>,
     pub events: Vec<NewEvent>,
     pub metadata: Metadata,
@@ -258,7 +285,9 @@ pub async fn append_on(
                 event_ids: ids,
             }),
             Err(sqlx::Error::Database(e)) => match (e.code().as_deref(), e.constraint()) {
-                (Some("SE409"), _) => Err(AppendError::Conflict),
+                // A deadlock cannot come of the ordered locks; if Postgres ever reports one,
+                // the append was aborted whole and re-deciding is the answer.
+                (Some("SE409") | Some("40P01"), _) => Err(AppendError::Conflict),
                 (Some("23505"), Some("command_outcomes_pkey")) => {
                     Err(AppendError::DuplicateCommand)
                 }

@@ -197,3 +197,104 @@ async fn an_event_the_bus_could_not_carry_is_refused_before_the_append() {
     store.append(&request).await.expect("an event at the limit");
     db.drop_db().await;
 }
+
+/// A stream a command only read (declared with no events) is checked, and share-locked until the
+/// command commits, but its head row is not written (ADR 0013): commands that only read the same
+/// stream do not wait for each other; a writer of it waits for them; and a read made stale by a
+/// writer that committed first is a conflict.
+#[tokio::test]
+async fn a_stream_only_read_is_checked_and_locked_not_written() {
+    use std::time::Duration;
+
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let read = stream("user", "u1");
+    store
+        .append(&append_request(&read, 0, 1, new_command()))
+        .await
+        .expect("the read stream exists at version 1");
+    // An append to `target` that read `read` at `seen`.
+    let reading = |target: &str, seen: u64| {
+        let mut request = append_request(&stream("partner", target), 0, 1, new_command());
+        request.expected.push((read.clone(), seen));
+        request
+    };
+    let head_row = || async {
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT xmin::text, version FROM streams WHERE category = 'user' AND id = 'u1'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+
+    // Checked: a version it does not have is a conflict, and nothing is written.
+    for stale in [2, 7] {
+        assert!(matches!(
+            store.append(&reading("p0", stale)).await,
+            Err(AppendError::Conflict)
+        ));
+    }
+    // Not written: the head row is the same row version after a command that read it.
+    let before = head_row().await;
+    store.append(&reading("p1", 1)).await.expect("read at 1");
+    assert_eq!(
+        head_row().await,
+        before,
+        "a read stream's head is not rewritten"
+    );
+
+    // Two commands that read it do not wait for each other.
+    let mut first = db.pool.begin().await.unwrap();
+    events::store::append_on(&mut first, &reading("p2", 1))
+        .await
+        .expect("first reader, uncommitted");
+    tokio::time::timeout(Duration::from_secs(5), store.append(&reading("p3", 1)))
+        .await
+        .expect("a second reader does not wait for the first")
+        .expect("second reader");
+
+    // A writer of it waits until the reader commits, then goes ahead (the reader came first).
+    let writer = {
+        let store = store.clone();
+        let read = read.clone();
+        tokio::spawn(async move {
+            store
+                .append(&append_request(&read, 1, 1, new_command()))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !writer.is_finished(),
+        "the writer waits for the reader's commit"
+    );
+    first.commit().await.unwrap();
+    writer
+        .await
+        .unwrap()
+        .expect("the writer appends after the reader");
+
+    // A reader that meets an uncommitted writer waits for it, then finds its read stale.
+    let mut writing = db.pool.begin().await.unwrap();
+    events::store::append_on(&mut writing, &append_request(&read, 2, 1, new_command()))
+        .await
+        .expect("writer, uncommitted");
+    let reader = {
+        let store = store.clone();
+        let request = reading("p4", 2);
+        tokio::spawn(async move { store.append(&request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !reader.is_finished(),
+        "the reader waits for the writer's commit"
+    );
+    writing.commit().await.unwrap();
+    assert!(
+        matches!(reader.await.unwrap(), Err(AppendError::Conflict)),
+        "the read is stale once the writer committed"
+    );
+    assert_eq!(head_row().await.1, 3);
+    db.drop_db().await;
+}
