@@ -10,7 +10,7 @@
 //! pending. Notification ids derive from the causing event's id and the recipient, so a
 //! redelivered or replayed event can never notify twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use events::bus::consumer::Projection;
@@ -26,7 +26,7 @@ use sqlx::types::chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::route::{route_batch, streams_touched, type_id_of, Decode, Directory};
+use crate::route::{route_batch, type_id_of, Decode, Directory, Touched};
 
 /// Namespace of notification ids (UUID v5 of event id ‖ recipient enterprise id).
 const NOTIFICATION_NAMESPACE: Uuid = Uuid::from_u128(0x5e77_1e00_0000_4000_8000_6e6f_7469_6679);
@@ -342,7 +342,7 @@ pub struct Notifications {
     pub partition: u32,
     pub partitions: u32,
     directory: Arc<Directory>,
-    touched: HashMap<u64, Vec<StreamName>>,
+    touched: Touched,
 }
 
 impl Notifications {
@@ -351,7 +351,7 @@ impl Notifications {
             partition,
             partitions,
             directory,
-            touched: HashMap::new(),
+            touched: Touched::default(),
         }
     }
 }
@@ -408,31 +408,14 @@ impl Projection for Notifications {
         conn: &mut PgConnection,
         events: &[SequencedEvent],
     ) -> anyhow::Result<()> {
-        self.touched.clear();
-        for event in events {
-            let one = std::slice::from_ref(event);
-            let routed = route_batch(
-                &mut *conn,
-                &self.directory,
-                one,
-                self.partitions,
-                Decode::NOTHING,
-            )
+        self.touched
+            .prepare(conn, &self.directory, events, self.partitions)
             .await;
-            if let Ok(routed) = routed {
-                if let Some(r) = routed.first() {
-                    self.touched.insert(r.position, streams_touched(r));
-                }
-            }
-        }
         Ok(())
     }
 
     fn streams_touched(&self, event: &SequencedEvent) -> Vec<StreamName> {
-        self.touched
-            .get(&event.position)
-            .cloned()
-            .unwrap_or_else(|| vec![event.stored.stream.clone()])
+        self.touched.of(event)
     }
 }
 

@@ -419,6 +419,43 @@ pub fn streams_touched(routed: &Routed) -> Vec<StreamName> {
     }
 }
 
+/// The streams each event of a batch touches, by position, for a partitioned projection's
+/// parking (`Projection::prepare` fills it, `Projection::streams_touched` reads it).
+#[derive(Debug, Default)]
+pub struct Touched(HashMap<u64, Vec<StreamName>>);
+
+impl Touched {
+    /// Routes `events` one by one (without decoding what routing does not need), so that an
+    /// event that cannot be routed parks its own stream only.
+    pub async fn prepare(
+        &mut self,
+        conn: &mut PgConnection,
+        directory: &Directory,
+        events: &[events::codec::SequencedEvent],
+        partitions: u32,
+    ) {
+        self.0.clear();
+        for event in events {
+            let one = std::slice::from_ref(event);
+            if let Ok(routed) =
+                route_batch(&mut *conn, directory, one, partitions, Decode::NOTHING).await
+            {
+                if let Some(r) = routed.first() {
+                    self.0.insert(r.position, streams_touched(r));
+                }
+            }
+        }
+    }
+
+    /// What `prepare` found for `event`, or its own stream.
+    pub fn of(&self, event: &events::codec::SequencedEvent) -> Vec<StreamName> {
+        self.0
+            .get(&event.position)
+            .cloned()
+            .unwrap_or_else(|| vec![event.stored.stream.clone()])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

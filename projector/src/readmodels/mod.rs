@@ -6,7 +6,6 @@
 pub mod fold;
 pub mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use events::bus::consumer::Projection;
@@ -14,7 +13,7 @@ use events::codec::SequencedEvent;
 use events::domain::StreamName;
 use sqlx::PgConnection;
 
-use crate::route::{route_batch, streams_touched, Decode, Directory, Routed};
+use crate::route::{route_batch, Decode, Directory, Routed, Touched};
 use fold::{Needs, Rows};
 
 /// The tables this projection writes (rebuilt, compared and swapped together).
@@ -41,7 +40,7 @@ pub struct ReadModels {
     pub partitions: u32,
     directory: Arc<Directory>,
     /// Streams touched by the events `prepare` saw, by position.
-    touched: HashMap<u64, Vec<StreamName>>,
+    touched: Touched,
 }
 
 impl ReadModels {
@@ -50,7 +49,7 @@ impl ReadModels {
             partition,
             partitions,
             directory,
-            touched: HashMap::new(),
+            touched: Touched::default(),
         }
     }
 
@@ -149,31 +148,13 @@ impl Projection for ReadModels {
         conn: &mut PgConnection,
         events: &[SequencedEvent],
     ) -> anyhow::Result<()> {
-        self.touched.clear();
-        // An event that cannot be routed (does not decode) parks its own stream only.
-        for event in events {
-            let one = std::slice::from_ref(event);
-            let routed = route_batch(
-                &mut *conn,
-                &self.directory,
-                one,
-                self.partitions,
-                Decode::NOTHING,
-            )
+        self.touched
+            .prepare(conn, &self.directory, events, self.partitions)
             .await;
-            if let Ok(routed) = routed {
-                if let Some(r) = routed.first() {
-                    self.touched.insert(r.position, streams_touched(r));
-                }
-            }
-        }
         Ok(())
     }
 
     fn streams_touched(&self, event: &SequencedEvent) -> Vec<StreamName> {
-        self.touched
-            .get(&event.position)
-            .cloned()
-            .unwrap_or_else(|| vec![event.stored.stream.clone()])
+        self.touched.of(event)
     }
 }
