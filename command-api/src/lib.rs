@@ -75,6 +75,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything records a metric.
+    events::service::install_metrics();
     // Secrets and settings first: without a signing seed (outside development mode) or with a
     // bad allow-list the process stops before it touches anything.
     let webhooks = state::WebhookSettings::from_config(

@@ -91,6 +91,13 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Installs the process-wide Prometheus recorder. Each process calls it first in `run`: a metric
+/// recorded before the recorder exists is lost (a gauge set once at start, such as
+/// `settle_sequencer_leader`, would never show in `/metrics`).
+pub fn install_metrics() {
+    let _ = metrics_handle();
+}
+
 /// The process-wide Prometheus recorder.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

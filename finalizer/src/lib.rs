@@ -65,6 +65,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything records a metric.
+    events::service::install_metrics();
     // Secrets and settings first: a missing signing seed or a bad allow-list stops the process
     // before it touches anything.
     let signer = config.webhooks.signer(config.development)?;

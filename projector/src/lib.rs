@@ -289,6 +289,8 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before anything records a metric.
+    events::service::install_metrics();
     // The recorder first, so what the consumers report from their start is kept.
     let _ = service::metrics_handle();
     let pool = db::connect(&config.common.database_url, config.common.db_connections).await?;
