@@ -18,7 +18,7 @@ use crate::domain::custody::Custody;
 use crate::domain::event::Timestamp;
 use crate::domain::settlement::{stream_of, LifecycleRejection, Settlement, SettlementRecord};
 use crate::domain::stream::of;
-use crate::domain::{CommandId, DomainEvent, StreamName};
+use crate::domain::{CommandId, DomainEvent, State, StreamName};
 use crate::store::{
     self, execute, AppendError, Command, Decision, EventStore, ExecuteError, Executed, Loaded,
 };
@@ -37,15 +37,6 @@ impl Step {
             Self::Execute => "execute",
         }
     }
-}
-
-/// Folds one loaded stream.
-pub fn fold<T: Default>(
-    loaded: &Loaded,
-    stream: &StreamName,
-    evolve: fn(T, &DomainEvent) -> T,
-) -> T {
-    loaded.events(stream).iter().fold(T::default(), evolve)
 }
 
 /// Every stream a step of `record` decides on at `now`: the settlement and the connections the
@@ -103,21 +94,17 @@ fn uuid_of(stream: &StreamName) -> Option<Uuid> {
 impl Working {
     pub fn from_loaded(loaded: &Loaded) -> Self {
         let mut w = Self::default();
-        for (stream, events) in &loaded.streams {
+        for (stream, loaded) in &loaded.streams {
             let Some(id) = uuid_of(stream) else { continue };
-            let events = events.events.iter();
-            match stream.category() {
-                "settlement" => {
-                    w.settlements
-                        .insert(id, events.fold(Settlement::default(), Settlement::evolve));
+            match &*loaded.state {
+                State::Settlement(s) => {
+                    w.settlements.insert(id, s.clone());
                 }
-                "connection" => {
-                    w.connections
-                        .insert(id, events.fold(Connection::default(), Connection::evolve));
+                State::Connection(c) => {
+                    w.connections.insert(id, c.clone());
                 }
-                "custody" => {
-                    w.custodies
-                        .insert(id, events.fold(Custody::default(), Custody::evolve));
+                State::Custody(c) => {
+                    w.custodies.insert(id, c.clone());
                 }
                 _ => {}
             }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::session::{field, Viewer};
 use super::settlements::{to_json, views};
 use super::{csrf_field, in_decimals, page, pretty, text, ConsoleError, ConsoleState};
-use crate::http::auth::{self, fold};
+use crate::http::auth;
 use crate::http::context::RequestId;
 use crate::http::reads;
 use crate::http::retry;
@@ -184,7 +184,7 @@ async fn closing(
         .ok_or_else(|| ConsoleError::new(StatusCode::NOT_FOUND, "No such dispute."))?;
     let stream = auth::connection_stream(dispute.connection_id);
     let loaded = auth::load(&state.app, std::slice::from_ref(&stream)).await?;
-    let connection: Connection = fold(&loaded, &stream, Connection::evolve);
+    let connection: Connection = loaded.aggregate(&stream);
     let format = connection
         .record()
         .map_or(AmountFormat::BaseUnits, |c| c.amount_format);

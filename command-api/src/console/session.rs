@@ -19,7 +19,7 @@ use maud::html;
 use uuid::Uuid;
 
 use super::{layout, ConsoleError, ConsoleState};
-use crate::http::auth::{self, fold, Caller};
+use crate::http::auth::{self, Caller};
 use crate::state::{sha256, AppState};
 
 /// The session cookie: a random id, never the token.
@@ -287,7 +287,7 @@ async fn identify(state: &AppState, token: &str) -> Result<Option<Identity>, Con
     };
     let stream = auth::user_stream(caller.user_id);
     let loaded = auth::load(state, std::slice::from_ref(&stream)).await?;
-    let user: User = fold(&loaded, &stream, User::evolve);
+    let user: User = loaded.aggregate(&stream);
     Ok(user
         .record()
         .filter(|u| u.token_hash == caller.token_hash && !u.disabled)

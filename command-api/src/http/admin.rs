@@ -18,7 +18,7 @@ use events::domain::partner::{
     partner_id_of, Partner, PartnerCommand, PartnerRejection, WindowMinutes,
 };
 use events::domain::user::{CreateUser, User, UserRejection};
-use events::domain::{CommandId, DomainEvent, StreamName};
+use events::domain::{Aggregate, CommandId, DomainEvent, StreamName};
 use events::store::Loaded;
 use rand::RngCore;
 use rust_decimal::Decimal;
@@ -27,8 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::auth::{
-    client_stream, custody_stream, enterprise_stream, fold, new_token, partner_stream, user_stream,
-    Admin,
+    client_stream, custody_stream, enterprise_stream, new_token, partner_stream, user_stream, Admin,
 };
 use super::body::{parse, JsonBody};
 use super::command::{run, run_replayable, CommandSpec, Decided};
@@ -57,16 +56,15 @@ pub fn routes() -> Router<AppState> {
 
 /// The shape of most admin commands: fold one stream, decide, and answer with the state after,
 /// as the contract type `view` renders it.
-pub(super) fn on_stream<S: Default, T: Serialize>(
+pub(super) fn on_stream<S: Aggregate, T: Serialize>(
     loaded: &Loaded,
     stream: &StreamName,
-    evolve: fn(S, &DomainEvent) -> S,
     decide: impl FnOnce(&S) -> Result<Vec<DomainEvent>, ApiError>,
     view: impl FnOnce(&S) -> Result<T, ApiError>,
 ) -> Decided {
-    let current: S = fold(loaded, stream, evolve);
+    let current: S = loaded.aggregate(stream);
     let events = decide(&current)?;
-    let after = events.iter().fold(current, evolve);
+    let after = events.iter().fold(current, S::evolve);
     let body = views::reply(&view(&after)?)?;
     Ok((
         events.into_iter().map(|e| (stream.clone(), e)).collect(),
@@ -105,7 +103,7 @@ fn key_reply(after: &Enterprise, e: Uuid, key_id: Uuid) -> Result<contract::KeyR
 
 /// 404 unless the enterprise a command names exists.
 fn require_enterprise(loaded: &Loaded, enterprise: &StreamName) -> Result<(), ApiError> {
-    match fold::<Enterprise>(loaded, enterprise, Enterprise::evolve).record() {
+    match loaded.aggregate::<Enterprise>(enterprise).record() {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("enterprise")),
     }
@@ -233,7 +231,6 @@ async fn create_enterprise(
         on_stream(
             loaded,
             &stream,
-            Enterprise::evolve,
             |current| current.decide(command, at).map_err(enterprise_error),
             enterprise_reply,
         )
@@ -261,7 +258,6 @@ async fn set_license(
         on_stream(
             loaded,
             &stream,
-            Enterprise::evolve,
             |current| {
                 current
                     .decide(
@@ -306,7 +302,8 @@ async fn create_user(
     });
     let (response, replayed) = run_replayable(&state, &request_id, spec, |loaded, at| {
         let enterprises_exist = request.enterprise_ids.iter().all(|e| {
-            fold::<Enterprise>(loaded, &enterprise_stream(*e), Enterprise::evolve)
+            loaded
+                .aggregate::<Enterprise>(&enterprise_stream(*e))
                 .record()
                 .is_some()
         });
@@ -322,7 +319,6 @@ async fn create_user(
         on_stream(
             loaded,
             &stream,
-            User::evolve,
             |current| current.decide_create(command, at).map_err(user_error),
             user_reply,
         )
@@ -368,7 +364,6 @@ async fn set_user_enabled(
         on_stream(
             loaded,
             &stream,
-            User::evolve,
             |current| current.decide_enabled(enabled, at).map_err(user_error),
             user_reply,
         )
@@ -414,7 +409,6 @@ async fn rotate_token(
         on_stream(
             loaded,
             &stream,
-            User::evolve,
             |current| {
                 current
                     .decide_rotate_token(token_hash, at)
@@ -498,10 +492,9 @@ async fn register_key(
             key_id,
             public_key: key.as_bytes(),
         };
-        on_stream(
+        on_stream::<Enterprise, _>(
             loaded,
             &stream,
-            Enterprise::evolve,
             |current| current.decide(command, at).map_err(enterprise_error),
             |after| key_reply(after, e, key_id),
         )
@@ -523,10 +516,9 @@ async fn revoke_key(
         vec![stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        on_stream(
+        on_stream::<Enterprise, _>(
             loaded,
             &stream,
-            Enterprise::evolve,
             |current| {
                 current
                     .decide(EnterpriseCommand::RevokeKey { key_id }, at)
@@ -639,7 +631,6 @@ async fn register_partner(
         on_stream(
             loaded,
             &stream,
-            Partner::evolve,
             |current| current.decide(command, at).map_err(partner_error),
             partner_reply,
         )
@@ -720,7 +711,6 @@ async fn update_partner(
         on_stream(
             loaded,
             &stream,
-            Partner::evolve,
             |current| current.decide(command, at).map_err(partner_error),
             partner_reply,
         )
@@ -753,10 +743,9 @@ async fn register_client(
                 "the enterprise already has a client record",
             )
         };
-        on_stream(
+        on_stream::<Client, _>(
             loaded,
             &stream,
-            Client::evolve,
             |current| current.decide_register(e, at).map_err(already),
             |after| {
                 Ok(contract::ClientReply {
@@ -840,7 +829,7 @@ async fn deposit(
                 },
             })
         };
-        on_stream(loaded, &stream, Custody::evolve, decide, view)
+        on_stream(loaded, &stream, decide, view)
     })
     .await
 }

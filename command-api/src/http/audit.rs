@@ -36,7 +36,7 @@ use schemas::signing::checkpoint::{AuditKeyError, AuditSigner, AUDIT_SEED_ENV, C
 use schemas::signing::webhook::{KeySource, DEVELOPMENT_ENV};
 use uuid::Uuid;
 
-use super::auth::{self, bearer, fold, Admin, Caller};
+use super::auth::{self, bearer, Admin, Caller};
 use super::context::RequestId;
 use super::contract;
 use super::error::{ApiError, ErrorCode};
@@ -133,7 +133,7 @@ async fn authenticate(
     let caller = Caller::from_request_parts(parts, &()).await?;
     let stream = auth::user_stream(caller.user_id);
     let loaded = auth::load(state, std::slice::from_ref(&stream)).await?;
-    let user: User = fold(&loaded, &stream, User::evolve);
+    let user: User = loaded.aggregate(&stream);
     let message = |r: AuditorRejection| r.to_string();
     match authorize_auditor(&user, &caller.token_hash) {
         Ok(scope) => Ok(AuditCaller {

@@ -9,7 +9,7 @@ use events::domain::client::Client;
 use events::domain::enterprise::Enterprise;
 use events::domain::partner::{partner_id_of, Partner};
 use events::domain::user::User;
-use events::domain::{DomainEvent, StreamName};
+use events::domain::StreamName;
 use events::store::Loaded;
 use uuid::Uuid;
 
@@ -123,15 +123,6 @@ pub fn access_streams(caller: &Caller, enterprise_id: Uuid, role: Role) -> Vec<S
     ]
 }
 
-/// Folds a loaded stream into its aggregate.
-pub fn fold<T: Default>(
-    loaded: &Loaded,
-    stream: &StreamName,
-    evolve: fn(T, &DomainEvent) -> T,
-) -> T {
-    loaded.events(stream).iter().fold(T::default(), evolve)
-}
-
 /// The access-relevant state of one network request.
 #[derive(Clone, Debug)]
 pub struct Access {
@@ -147,18 +138,10 @@ pub fn check(
     enterprise_id: Uuid,
     role: Role,
 ) -> Result<Access, ApiError> {
-    let user: User = fold(loaded, &user_stream(caller.user_id), User::evolve);
-    let enterprise: Enterprise = fold(
-        loaded,
-        &enterprise_stream(enterprise_id),
-        Enterprise::evolve,
-    );
-    let partner: Partner = fold(
-        loaded,
-        &partner_stream(partner_id_of(enterprise_id)),
-        Partner::evolve,
-    );
-    let client: Client = fold(loaded, &client_stream(enterprise_id), Client::evolve);
+    let user: User = loaded.aggregate(&user_stream(caller.user_id));
+    let enterprise: Enterprise = loaded.aggregate(&enterprise_stream(enterprise_id));
+    let partner: Partner = loaded.aggregate(&partner_stream(partner_id_of(enterprise_id)));
+    let client: Client = loaded.aggregate(&client_stream(enterprise_id));
     let scope = match role {
         Role::Partner => Scope::Partner(&partner),
         Role::Client => Scope::Client(&client),

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::auth::{self, connection_stream, fold, partner_stream, Access, Admin, Caller, Role};
+use super::auth::{self, connection_stream, partner_stream, Access, Admin, Caller, Role};
 use super::body::{parse, JsonBody};
 use super::command::{run, CommandSpec, Decided};
 use super::context::RequestId;
@@ -145,11 +145,7 @@ fn own_connection(
     e: Uuid,
     connection_id: Uuid,
 ) -> Result<(Connection, AmountFormat), ApiError> {
-    let connection: Connection = fold(
-        loaded,
-        &connection_stream(connection_id),
-        Connection::evolve,
-    );
+    let connection: Connection = loaded.aggregate(&connection_stream(connection_id));
     let format = connection
         .owned_by_client(e)
         .ok_or_else(|| ApiError::not_found("connection"))?
@@ -208,11 +204,7 @@ impl SignedRoute for RaiseRoute {
         )
         .await?;
         let (connection, format) = own_connection(&loaded, e, request.connection_id)?;
-        let settlement: Settlement = fold(
-            &loaded,
-            &settlement_stream(settlement_id),
-            Settlement::evolve,
-        );
+        let settlement: Settlement = loaded.aggregate(&settlement_stream(settlement_id));
         visible(&settlement, &connection)?;
         let expected = parse_amounts(
             &request.expected_transfers,
@@ -275,11 +267,7 @@ async fn client_command<R: SignedRoute>(
     let spec = by.spec(by.nonce_command(), by.streams(streams));
     run(state, request_id, spec, |loaded, at| {
         by.recheck(loaded)?;
-        let current: Settlement = fold(
-            loaded,
-            &settlement_stream(settlement_id),
-            Settlement::evolve,
-        );
+        let current: Settlement = loaded.aggregate(&settlement_stream(settlement_id));
         let events = decide(loaded, &current, at)?;
         answer(current, events, dispute_id, &answer_with)
     })
@@ -367,7 +355,7 @@ async fn closure_owners(
     let loaded = auth::load(state, &streams).await?;
     let connections: Vec<Connection> = streams
         .iter()
-        .map(|s| fold(&loaded, s, Connection::evolve))
+        .map(|s| loaded.aggregate::<Connection>(s))
         .collect();
     Ok(views::owners(&connections))
 }
@@ -416,11 +404,7 @@ async fn dispute_access(
     let mut extra = vec![settlement_stream(settlement_id)];
     extra.extend(connection_id.map(connection_stream));
     let loaded = auth::load(state, &extra).await?;
-    let settlement: Settlement = fold(
-        &loaded,
-        &settlement_stream(settlement_id),
-        Settlement::evolve,
-    );
+    let settlement: Settlement = loaded.aggregate(&settlement_stream(settlement_id));
     let owned = settlement
         .record()
         .and_then(|r| r.dispute(dispute_id))
@@ -619,7 +603,7 @@ async fn admin_close(
         .ok_or_else(|| ApiError::not_found("dispute"))?;
     let connection_stream = connection_stream(connection_id);
     let loaded = auth::load(&state, std::slice::from_ref(&connection_stream)).await?;
-    let connection = fold::<Connection>(&loaded, &connection_stream, Connection::evolve);
+    let connection = loaded.aggregate::<Connection>(&connection_stream);
     let format = connection
         .record()
         .map_or(AmountFormat::BaseUnits, |c| c.amount_format);
@@ -640,11 +624,7 @@ async fn admin_close(
         key_id: None,
     };
     run(&state, &request_id, spec, |loaded, at| {
-        let current: Settlement = fold(
-            loaded,
-            &settlement_stream(settlement_id),
-            Settlement::evolve,
-        );
+        let current: Settlement = loaded.aggregate(&settlement_stream(settlement_id));
         let events = current
             .decide_close(
                 CloseDispute {

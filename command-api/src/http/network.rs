@@ -22,9 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{
-    self, connection_stream, custody_stream, fold, partner_stream, Access, Caller, Role,
-};
+use super::auth::{self, connection_stream, custody_stream, partner_stream, Access, Caller, Role};
 use super::command::{run, Reply};
 use super::consistency::wait_for_min_position;
 use super::context::RequestId;
@@ -241,8 +239,8 @@ async fn connect(
     let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
         let access = signed.recheck(loaded)?;
-        let current: Connection = fold(loaded, &connection, Connection::evolve);
-        let partner_state: Partner = fold(loaded, &partner, Partner::evolve);
+        let current: Connection = loaded.aggregate(&connection);
+        let partner_state: Partner = loaded.aggregate(&partner);
         let command = Connect {
             connection_id,
             name: request.name.clone(),
@@ -257,7 +255,7 @@ async fn connect(
         let after = events.iter().fold(current, Connection::evolve);
         let connection_view = after
             .record()
-            .map(|r| views::connection(r, &nonce, &proof))
+            .map(views::connection)
             .ok_or_else(|| ApiError::internal("connection missing after its command"))?;
         Ok((
             on(&connection, events).collect(),
@@ -313,7 +311,7 @@ async fn update_connection(
     let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
         signed.recheck(loaded)?;
-        let current: Connection = fold(loaded, &connection, Connection::evolve);
+        let current: Connection = loaded.aggregate(&connection);
         let command = UpdateConnection {
             client_enterprise_id: e,
             name: request.name.clone(),
@@ -324,14 +322,9 @@ async fn update_connection(
             .decide_update(command, at)
             .map_err(connection_error)?;
         let after = events.iter().fold(current, Connection::evolve);
-        let created = loaded.events(&connection).iter().find_map(|ev| match ev {
-            DomainEvent::ConnectionCreated(c) => Some((c.nonce.clone(), c.proof.clone())),
-            _ => None,
-        });
-        let (nonce, proof) = created.unwrap_or_default();
         let connection_view = after
             .record()
-            .map(|r| views::connection(r, &nonce, &proof))
+            .map(views::connection)
             .ok_or_else(|| ApiError::internal("connection missing after its command"))?;
         Ok((
             on(&connection, events).collect(),
@@ -423,11 +416,7 @@ impl<const DEALLOCATION: bool> SignedRoute for MoveFundsRoute<DEALLOCATION> {
         loaded: &Loaded,
         (e, connection_id): (Uuid, Uuid),
     ) -> Result<AmountFormat, ApiError> {
-        let current: Connection = fold(
-            loaded,
-            &connection_stream(connection_id),
-            Connection::evolve,
-        );
+        let current: Connection = loaded.aggregate(&connection_stream(connection_id));
         Ok(current
             .owned_by_client(e)
             .ok_or_else(|| ApiError::not_found("connection"))?
@@ -479,8 +468,8 @@ async fn move_funds<const DEALLOCATION: bool>(
     let kept = signed.signature.kept();
     run(&state, &request_id, spec, |loaded, at| {
         signed.recheck(loaded)?;
-        let current: Connection = fold(loaded, &connection, Connection::evolve);
-        let custody_state: Custody = fold(loaded, &custody, Custody::evolve);
+        let current: Connection = loaded.aggregate(&connection);
+        let custody_state: Custody = loaded.aggregate(&custody);
         let command = Allocate {
             allocation_id: allocation_id_of(id),
             kind,

@@ -12,7 +12,7 @@ use events::domain::{CommandId, StreamName};
 use events::lifecycle::{self, Step};
 use uuid::Uuid;
 
-use super::auth::{self, fold, stream, Admin, Caller, Role};
+use super::auth::{self, stream, Admin, Caller, Role};
 use super::command::{now, run, CommandSpec};
 use super::context::RequestId;
 use super::contract;
@@ -36,7 +36,7 @@ pub async fn load_settlement(
 ) -> Result<Settlement, ApiError> {
     let stream = settlement_stream(settlement_id);
     let loaded = auth::load(state, std::slice::from_ref(&stream)).await?;
-    Ok(fold(&loaded, &stream, Settlement::evolve))
+    Ok(loaded.aggregate::<Settlement>(&stream))
 }
 
 /// A lifecycle refusal as the API answers it.

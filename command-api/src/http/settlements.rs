@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::auth::{self, connection_stream, custody_stream, fold, Access, Caller, Role};
+use super::auth::{self, connection_stream, custody_stream, Access, Caller, Role};
 use super::body::MAX_BODY_BYTES_SETTLEMENT;
 use super::command::{run_replayable, Decided};
 use super::consistency::position_token;
@@ -409,7 +409,7 @@ async fn settle<const V2: bool>(
             Err(e) if e.code() == CLOSURES_CHANGED && round < STAGING_ROUNDS_MAX => {
                 let partner_stream = auth::partner_stream(partner.id);
                 let loaded = auth::load(&state, std::slice::from_ref(&partner_stream)).await?;
-                let now: Partner = fold(&loaded, &partner_stream, Partner::evolve);
+                let now: Partner = loaded.aggregate(&partner_stream);
                 pending = now
                     .record()
                     .map(|p| p.pending_closures.clone())
@@ -486,12 +486,7 @@ struct StagingInput {
 
 fn fold_connections(loaded: &Loaded, ids: &BTreeSet<Uuid>) -> BTreeMap<Uuid, Connection> {
     ids.iter()
-        .map(|id| {
-            (
-                *id,
-                fold(loaded, &connection_stream(*id), Connection::evolve),
-            )
-        })
+        .map(|id| (*id, loaded.aggregate::<Connection>(&connection_stream(*id))))
         .collect()
 }
 
@@ -516,11 +511,7 @@ fn decide_settlement(
     let partner = partner
         .record()
         .ok_or_else(|| ApiError::new(ErrorCode::NoPartnerRecord, "no partner record"))?;
-    let current: Settlement = fold(
-        loaded,
-        &settlement_stream(input.settlement_id),
-        Settlement::evolve,
-    );
+    let current: Settlement = loaded.aggregate(&settlement_stream(input.settlement_id));
     let connections = fold_connections(loaded, connection_ids);
     let closures: Vec<CarriedClosure> = match input.api {
         SettlementApi::V2 => partner.pending_closures.values().cloned().collect(),
@@ -556,11 +547,7 @@ fn decide_settlement(
         closures: &closures,
     };
     // Only v1 loads the partner's custody (it executes at once).
-    let custody: Custody = fold(
-        loaded,
-        &custody_stream(partner.enterprise_id),
-        Custody::evolve,
-    );
+    let custody: Custody = loaded.aggregate(&custody_stream(partner.enterprise_id));
     let events = current
         .decide_settle(&context, &custody, request, at)
         .map_err(stage_error)?;
@@ -593,11 +580,7 @@ fn settling_disputes(
     let mut settling: Vec<(Timestamp, Uuid, super::contract::Dispute)> =
         Vec::with_capacity(closures.len());
     for c in closures {
-        let disputed: Settlement = fold(
-            loaded,
-            &settlement_stream(c.disputed_settlement_id),
-            Settlement::evolve,
-        );
+        let disputed: Settlement = loaded.aggregate(&settlement_stream(c.disputed_settlement_id));
         let Some((old, dispute)) = disputed
             .record()
             .and_then(|old| Some((old, old.dispute(c.dispute_id)?)))

@@ -2,10 +2,9 @@
 //! its `…/signing` twin: `Signed<R>` extracts a request of route `R` checked in the documented
 //! order, and `signing::<R>` is the twin's whole handler.
 //!
-//! The order (docs/api/guide.md): the token (401), the route's access checks on freshly loaded
+//! The order (docs/api/guide.md): the token (401), the route's access checks on the current
 //! streams (401/403, and what the route refuses before reading a body, e.g. 404 for another
-//! client's connection), then the body — read only now, within `R::MAX` bytes and
-//! `MAX_JSON_DEPTH` — parsed into `R::Request` (400 naming the field), the route's own rules
+//! client's connection), then the body — within `R::MAX` bytes and `MAX_JSON_DEPTH` — parsed into `R::Request` (400 naming the field), the route's own rules
 //! (`R::validate`), the signing envelope and payload-equals-body with the path ids the route
 //! adds (400), and the signature under the enterprise's active keys (401). A nonce used before
 //! with another payload is refused when the command runs (`Signed::spec` claims it; 400
@@ -255,39 +254,63 @@ struct Checked<R: SignedRoute> {
 }
 
 impl<R: SignedRoute> Checked<R> {
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+    /// The checks, then `last` (the signature, or the twin's payload) on what they gave.
+    async fn from_request<T>(
+        request: Request,
+        state: &AppState,
+        last: impl Fn(&Self) -> Result<T, ApiError>,
+    ) -> Result<(Self, T), Response> {
         let (mut parts, body) = request.into_parts();
         let (caller, path) = caller_and_path::<R>(&mut parts, state).await?;
         let request = Request::from_parts(parts, body);
-        Self::read(request, state, caller, path)
+        Self::read(request, state, caller, path, last)
             .await
             .map_err(IntoResponse::into_response)
     }
 
-    async fn read(
+    /// Reads the body (its refusal waits its turn, after the access checks), then checks on
+    /// the cached states of the streams when the cache holds them all — the command re-checks
+    /// access and the key on the states its append verifies, so an acceptance needs no read.
+    /// A refusal must stand on fresh states: on any, or on a cache miss, the checks run again
+    /// on a fresh load.
+    async fn read<T>(
         request: Request,
         state: &AppState,
         caller: Caller,
         path: R::Path,
+        last: impl Fn(&Self) -> Result<T, ApiError>,
+    ) -> Result<(Self, T), ApiError> {
+        let body = read_json(request, R::MAX).await;
+        let mut streams = auth::access_streams(&caller, path.enterprise(), R::ROLE);
+        streams.extend(R::preload(path));
+        if let Some(loaded) = events::store::cached(&state.store, &streams) {
+            if let Ok(checked) = Self::check(state, &caller, path, &loaded, &body).await {
+                if let Ok(last) = last(&checked) {
+                    return Ok((checked, last));
+                }
+            }
+        }
+        let loaded = auth::load(state, &streams).await?;
+        let checked = Self::check(state, &caller, path, &loaded, &body).await?;
+        let last = last(&checked)?;
+        Ok((checked, last))
+    }
+
+    async fn check(
+        state: &AppState,
+        caller: &Caller,
+        path: R::Path,
+        loaded: &Loaded,
+        body: &Result<Value, ApiError>,
     ) -> Result<Self, ApiError> {
-        let (access, found) = {
-            let (access, loaded) = auth::authorize_with(
-                state,
-                &caller,
-                path.enterprise(),
-                R::ROLE,
-                &R::preload(path),
-            )
-            .await?;
-            let found = R::before_body(&access, &loaded, path)?;
-            (access, found)
-        };
-        let body = read_json(request, R::MAX).await?;
+        let access = auth::check(loaded, caller, path.enterprise(), R::ROLE)?;
+        let found = R::before_body(&access, loaded, path)?;
+        let body = body.clone()?;
         let fields = own_fields(&body);
         let parsed: R::Request = parse(&fields)?;
         let (valid, path_ids) = R::validate(state, path, found, parsed, &fields).await?;
         Ok(Self {
-            caller,
+            caller: caller.clone(),
             path,
             access,
             request: valid,
@@ -315,11 +338,12 @@ impl<R: SignedRoute> FromRequest<AppState> for Signed<R> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let checked = Checked::<R>::from_request(request, state).await?;
-        let signed = SignedRequest::parse(&checked.body, &checked.path_ids)
-            .map_err(|e| signing_error(e).into_response())?;
-        let key_id =
-            verify(&checked.access.enterprise, &signed).map_err(IntoResponse::into_response)?;
+        let (checked, (signed, key_id)) = Checked::<R>::from_request(request, state, |c| {
+            let signed = SignedRequest::parse(&c.body, &c.path_ids).map_err(signing_error)?;
+            let key_id = verify(&c.access.enterprise, &signed)?;
+            Ok((signed, key_id))
+        })
+        .await?;
         Ok(Self {
             caller: checked.caller,
             path: checked.path,
@@ -339,9 +363,10 @@ impl<R: SignedRoute> FromRequest<AppState> for SigningPayload<R> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let checked = Checked::<R>::from_request(request, state).await?;
-        let payload = signing_payload(&checked.body, &checked.path_ids)
-            .map_err(|e| signing_error(e).into_response())?;
+        let (_, payload) = Checked::<R>::from_request(request, state, |c| {
+            signing_payload(&c.body, &c.path_ids).map_err(signing_error)
+        })
+        .await?;
         Ok(Self(payload, std::marker::PhantomData))
     }
 }

@@ -125,7 +125,7 @@ pub fn client(r: &ClientRecord) -> contract::Client {
     }
 }
 
-pub fn connection(r: &ConnectionRecord, nonce: &str, proof: &str) -> contract::Connection {
+pub fn connection(r: &ConnectionRecord) -> contract::Connection {
     contract::Connection {
         id: r.id,
         name: r.name.clone(),
@@ -136,8 +136,8 @@ pub fn connection(r: &ConnectionRecord, nonce: &str, proof: &str) -> contract::C
         initialized: true,
         partners_connection_id: None,
         partners_client_id: None,
-        nonce: nonce.to_owned(),
-        proof: proof.to_owned(),
+        nonce: r.nonce.clone(),
+        proof: r.proof.clone(),
         created_at: time(r.created_at),
         updated_at: time(r.updated_at),
     }

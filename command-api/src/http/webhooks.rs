@@ -105,10 +105,9 @@ async fn configure(
         vec![stream.clone()],
     );
     run(&state, &request_id, spec, |loaded, at| {
-        on_stream(
+        on_stream::<Enterprise, _>(
             loaded,
             &stream,
-            Enterprise::evolve,
             |current| {
                 current
                     .decide_webhook(url.as_deref(), &state.webhooks.allow, at)

@@ -14,7 +14,7 @@ pub struct ClientRegistered {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRecord {
     pub id: Uuid,
     pub enterprise_id: Uuid,
@@ -22,7 +22,7 @@ pub struct ClientRecord {
     pub created_at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Client {
     #[default]
     Absent,

@@ -118,7 +118,7 @@ pub struct AllocationReleased {
     pub allocation: AllocationRecord,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionRecord {
     pub id: Uuid,
     pub name: String,
@@ -128,6 +128,9 @@ pub struct ConnectionRecord {
     pub partner_enterprise_id: Uuid,
     pub network_account_id: Uuid,
     pub amount_format: AmountFormat,
+    /// The nonce and signature of the request that made the connection (shown by its reads).
+    pub nonce: String,
+    pub proof: String,
     pub active: bool,
     pub balances: BTreeMap<CurrencyCode, Balance>,
     /// Allocations by client external id, for idempotency.
@@ -136,7 +139,7 @@ pub struct ConnectionRecord {
     pub updated_at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Connection {
     #[default]
     Absent,
@@ -282,6 +285,8 @@ impl Connection {
                     partner_enterprise_id: e.partner_enterprise_id,
                     network_account_id: e.network_account_id,
                     amount_format: e.amount_format,
+                    nonce: e.nonce.clone(),
+                    proof: e.proof.clone(),
                     active: true,
                     balances: BTreeMap::new(),
                     allocations: BTreeMap::new(),

@@ -43,7 +43,7 @@ pub struct CustodyDeallocated {
 }
 
 /// A deposit as recorded, for idempotency on its external id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deposit {
     pub deposit_id: Uuid,
     pub currency: CurrencyCode,
@@ -51,7 +51,7 @@ pub struct Deposit {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Custody {
     pub balances: BTreeMap<CurrencyCode, Balance>,
     pub deposits: BTreeMap<String, Deposit>,

@@ -110,14 +110,14 @@ pub struct ClosuresAssigned {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retraction {
     pub by: Uuid,
     pub reason: Option<String>,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closure {
     pub closure_id: Uuid,
     pub closed_by: ClosedBy,
@@ -128,7 +128,7 @@ pub struct Closure {
 }
 
 /// A dispute as the settlement knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisputeRecord {
     pub dispute_id: Uuid,
     pub connection_id: Uuid,

@@ -56,14 +56,14 @@ pub struct WebhookConfigured {
 }
 
 /// One registered key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningKey {
     pub public_key: [u8; 32],
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnterpriseRecord {
     pub id: Uuid,
     pub name: String,
@@ -77,7 +77,7 @@ pub struct EnterpriseRecord {
     pub updated_at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Enterprise {
     #[default]
     Absent,

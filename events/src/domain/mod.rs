@@ -2,6 +2,7 @@
 //! time and new ids arrive as arguments.
 
 pub mod access;
+pub mod aggregate;
 pub mod audit;
 pub mod client;
 pub mod connection;
@@ -22,6 +23,7 @@ pub mod stream;
 pub mod user;
 pub mod webhook_url;
 
+pub use aggregate::{Aggregate, State};
 pub use event::DomainEvent;
 pub use ids::{event_id, CommandId};
 pub use stream::{StreamName, StreamNameError};

@@ -378,10 +378,26 @@ fn decimal_fraction_digits(text: &str) -> Result<usize, MoneyError> {
 ///
 /// Invariant, kept by every method: both parts are ≥ 0 and their sum fits `i128`, so
 /// [`Balance::total`] never overflows and moves between the parts never can.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "BalanceParts")]
 pub struct Balance {
     available: i128,
     held: i128,
+}
+
+/// A balance as stored (in a snapshot), checked by [`Balance::new`] before it becomes one.
+#[derive(Deserialize)]
+struct BalanceParts {
+    available: i128,
+    held: i128,
+}
+
+impl TryFrom<BalanceParts> for Balance {
+    type Error = MoneyError;
+
+    fn try_from(parts: BalanceParts) -> Result<Self, Self::Error> {
+        Self::new(parts.available, parts.held)
+    }
 }
 
 impl Balance {

@@ -91,7 +91,7 @@ pub struct PartnerUpdated {
     pub connection_key_schema: Option<ConnectionKeySchema>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartnerRecord {
     pub id: Uuid,
     pub enterprise_id: Uuid,
@@ -112,7 +112,7 @@ pub struct PartnerRecord {
     pub updated_at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Partner {
     #[default]
     Absent,

@@ -139,7 +139,7 @@ pub struct SettlementFailed {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Pending,
     Failed { short_currencies: Vec<CurrencyCode> },
@@ -147,13 +147,13 @@ pub enum Status {
 }
 
 /// What finalization decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finalized {
     pub withheld: BTreeSet<Uuid>,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementRecord {
     pub staged: SettlementStaged,
     pub status: Status,
@@ -166,7 +166,7 @@ pub struct SettlementRecord {
     pub finalized: Option<Finalized>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Settlement {
     #[default]
     Absent,

@@ -46,7 +46,7 @@ pub struct UserTokenRotated {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub id: Uuid,
     pub name: String,
@@ -61,7 +61,7 @@ pub struct UserRecord {
     pub updated_at: Timestamp,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum User {
     #[default]
     Absent,

@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::cache::StreamCache;
+use super::cache::StateCache;
 use super::{from_datetime, to_datetime};
 use crate::codec::{EncodedEvent, Metadata, SequencedEvent, StoredEvent};
 use crate::domain::event::Timestamp;
@@ -87,7 +87,7 @@ SELECT pg_current_xact_id()::text::bigint";
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: PgPool,
-    cache: Arc<StreamCache>,
+    cache: Arc<StateCache>,
 }
 
 /// One event to append, to `stream`.
@@ -157,6 +157,21 @@ pub enum AppendError {
     Database(#[from] sqlx::Error),
 }
 
+/// One row of [`EventStore::load_folding`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FoldingRow {
+    Snapshot {
+        stream: StreamName,
+        version: u64,
+        state: Vec<u8>,
+    },
+    Event {
+        stream: StreamName,
+        version: u64,
+        event: EncodedEvent,
+    },
+}
+
 /// A recorded command outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredOutcome {
@@ -194,8 +209,8 @@ impl EventStore {
         }
     }
 
-    /// The decoded stream prefixes this handle (and its clones) have read.
-    pub fn cache(&self) -> &StreamCache {
+    /// The folded stream states this handle (and its clones) have read or written.
+    pub fn cache(&self) -> &StateCache {
         &self.cache
     }
 
@@ -339,6 +354,105 @@ impl EventStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored_event_from_row).collect()
+    }
+
+    /// What a decision needs of `streams[i]`, in one query: its latest snapshot of encoding
+    /// `schema` above version `after[i]` (only where `snapshot[i]`), then its events above the
+    /// later of `after[i]` and that snapshot, each stream's rows in version order.
+    pub async fn load_folding(
+        &self,
+        streams: &[StreamName],
+        after: &[u64],
+        snapshot: &[bool],
+        schema: u16,
+    ) -> Result<Vec<FoldingRow>, sqlx::Error> {
+        let cats: Vec<&str> = streams.iter().map(|s| s.category()).collect();
+        let ids: Vec<&str> = streams.iter().map(|s| s.id()).collect();
+        let after: Vec<i64> = after.iter().map(|v| *v as i64).collect();
+        let rows = sqlx::query(
+            // LATERAL: one index probe or range scan per stream, never a scan of the table.
+            "WITH u AS (
+                 SELECT u.category, u.id, u.after, s.version AS snapshot_version, s.state
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bool[])
+                      AS u(category, id, after, snapshot)
+                 LEFT JOIN LATERAL (
+                     SELECT sn.version, sn.state FROM snapshots sn
+                     WHERE u.snapshot AND sn.category = u.category AND sn.stream_id = u.id
+                       AND sn.schema = $5 AND sn.version > u.after
+                 ) s ON true
+             )
+             SELECT true AS snapshot, u.category, u.id AS stream_id, u.snapshot_version AS version,
+                    NULL::integer AS type_id, NULL::smallint AS schema_version, u.state AS payload
+             FROM u WHERE u.snapshot_version IS NOT NULL
+             UNION ALL
+             SELECT false, e.category, e.stream_id, e.version, e.type_id, e.schema_version, e.payload
+             FROM u CROSS JOIN LATERAL (
+                 SELECT * FROM events e
+                 WHERE e.category = u.category AND e.stream_id = u.id
+                   AND e.version > greatest(u.after, coalesce(u.snapshot_version, 0))
+             ) e
+             ORDER BY 2, 3, 1 DESC, 4",
+        )
+        .bind(&cats)
+        .bind(&ids)
+        .bind(&after)
+        .bind(snapshot)
+        .bind(schema as i16)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let category: String = row.try_get("category")?;
+                let id: String = row.try_get("stream_id")?;
+                let stream = StreamName::parse(&category, &id)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                let version = row.try_get::<i64, _>("version")? as u64;
+                let payload: Vec<u8> = row.try_get("payload")?;
+                Ok(if row.try_get("snapshot")? {
+                    FoldingRow::Snapshot {
+                        stream,
+                        version,
+                        state: payload,
+                    }
+                } else {
+                    FoldingRow::Event {
+                        stream,
+                        version,
+                        event: EncodedEvent {
+                            type_id: row.try_get::<i32, _>("type_id")? as u32,
+                            schema_version: row.try_get::<i16, _>("schema_version")? as u16,
+                            payload,
+                        },
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `state` as `stream`'s snapshot at `version` unless one as recent is stored.
+    pub async fn store_snapshot(
+        &self,
+        stream: &StreamName,
+        version: u64,
+        schema: u16,
+        state: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO snapshots AS s (category, stream_id, schema, version, state)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (category, stream_id) DO UPDATE
+                 SET schema = EXCLUDED.schema, version = EXCLUDED.version,
+                     state = EXCLUDED.state, taken_at = now()
+                 WHERE s.version < EXCLUDED.version OR s.schema <> EXCLUDED.schema",
+        )
+        .bind(stream.category())
+        .bind(stream.id())
+        .bind(schema as i16)
+        .bind(version as i64)
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn command_outcome(

@@ -9,13 +9,13 @@ pub mod sequencer;
 pub mod verify;
 
 pub use append::{
-    append_on, AppendError, AppendRequest, Appended, EventStore, NewEvent, NonceClaim, NonceState,
-    StoredOutcome,
+    append_on, AppendError, AppendRequest, Appended, EventStore, FoldingRow, NewEvent, NonceClaim,
+    NonceState, StoredOutcome,
 };
 pub(crate) use append::{hash32, sequenced_event_from_row, stored_event_from_row};
 pub use execute::{
-    execute, load, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream,
-    EXECUTE_ATTEMPTS_MAX,
+    cached, execute, load, Command, Decision, ExecuteError, Executed, Loaded, LoadedStream,
+    EXECUTE_ATTEMPTS_MAX, SNAPSHOT_EVERY,
 };
 pub use sequencer::{Leadership, Sequencer, StepOutcome};
 pub use verify::{stored_hash, verify_chain, walk_chain, ChainFault, ChainReport};

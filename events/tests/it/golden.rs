@@ -694,3 +694,51 @@ fn connection_key_layouts_decode_from_their_golden_bytes() {
         assert_eq!(serde_json::to_value(schema).unwrap(), pinned["json"]);
     }
 }
+
+/// The encoding of folded states (snapshots, ADR 0014) at `STATE_SCHEMA`: each category's state
+/// after every sample event, against its recorded bytes. A state type that changes shape fails
+/// here until `STATE_SCHEMA` is bumped (and the new file recorded), so an old snapshot is never
+/// read as a new shape.
+#[test]
+fn folded_state_layouts_are_pinned_by_their_schema() {
+    use events::domain::aggregate::STATE_SCHEMA;
+    use events::domain::State;
+
+    let categories = [
+        "user",
+        "enterprise",
+        "partner",
+        "client",
+        "custody",
+        "connection",
+        "settlement",
+    ];
+    let samples = samples();
+    let states: Vec<(&str, State)> = categories
+        .iter()
+        .map(|c| (*c, State::fold(c, &samples)))
+        .collect();
+    let file = format!("state.v{STATE_SCHEMA}.json");
+    let golden = read_or_write(&file, || {
+        Value::Object(
+            states
+                .iter()
+                .map(|(c, s)| ((*c).to_owned(), Value::from(hex::encode(s.encode()))))
+                .collect(),
+        )
+    });
+    for (category, state) in &states {
+        assert_ne!(
+            *state,
+            State::initial(category),
+            "the samples reach a {category} state"
+        );
+        let recorded = bytes(&golden, category);
+        assert_eq!(
+            hex::encode(state.encode()),
+            hex::encode(&recorded),
+            "the {category} state no longer encodes as {file} recorded: bump STATE_SCHEMA"
+        );
+        assert_eq!(State::decode(&recorded).as_ref(), Some(state));
+    }
+}

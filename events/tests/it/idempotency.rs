@@ -30,10 +30,7 @@ fn decide_create(
 ) -> impl Fn(&Loaded) -> Result<Decision, EnterpriseRejection> {
     let (s, name) = (s.clone(), name.to_owned());
     move |loaded: &Loaded| {
-        let state = loaded
-            .events(&s)
-            .iter()
-            .fold(Enterprise::Absent, Enterprise::evolve);
+        let state: Enterprise = loaded.aggregate(&s);
         let events = state.decide(
             EnterpriseCommand::Create {
                 enterprise_id: id,

@@ -13,5 +13,6 @@ mod nats_loss;
 mod properties;
 mod purity;
 mod race;
+mod snapshots;
 mod support;
 mod tamper;
