@@ -843,9 +843,10 @@ async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
     );
 
     // The identical messages: same wire bytes, same subjects (under the raw stream's prefix),
-    // same message ids; built before the clock starts, so the baseline is JetStream alone.
+    // no headers (the relay sends only the expected last sequence); built before the clock
+    // starts, so the baseline is JetStream alone.
     let raw_bus = ctx.new_bus("raw")?;
-    let mut messages: Vec<(String, Bytes, String)> = Vec::with_capacity(total as usize);
+    let mut messages: Vec<(String, Bytes)> = Vec::with_capacity(total as usize);
     let mut after = 0;
     while after < total {
         let page: Vec<SequencedEvent> = store
@@ -856,13 +857,10 @@ async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
             bail!("event log has no position {}", after + 1);
         };
         after = last.position;
-        messages.extend(page.iter().map(|e| {
-            (
-                raw_bus.subject(&e.stored.stream),
-                Bytes::from(e.to_wire()),
-                e.stored.event_id.to_string(),
-            )
-        }));
+        messages.extend(
+            page.iter()
+                .map(|e| (raw_bus.subject(&e.stored.stream), Bytes::from(e.to_wire()))),
+        );
     }
     pool.close().await;
     ctx.drop_db(&bench_db.name).await;
@@ -873,8 +871,8 @@ async fn bench_relay(ctx: &Ctx, results: &mut Results) -> Result<()> {
     // Chunked like the relay: send a whole batch, then wait for all of its acks.
     for chunk in messages.chunks(SEQUENCE_BATCH_MAX as usize) {
         let mut acks = Vec::with_capacity(chunk.len());
-        for (subject, payload, id) in chunk {
-            let publish = Publish::build().payload(payload.clone()).message_id(id);
+        for (subject, payload) in chunk {
+            let publish = Publish::build().payload(payload.clone());
             acks.push(
                 ctx.js
                     .send_publish(subject.clone(), publish)

@@ -94,7 +94,8 @@ pub async fn connect(nats_url: &str) -> anyhow::Result<jetstream::Context> {
 }
 
 /// Creates the stream if it is missing. File storage, no limits (the log is never trimmed by
-/// NATS), a two-minute duplicate window for `Nats-Msg-Id`, `config.replicas` copies. A stream
+/// NATS), `config.replicas` copies. (The relay sends no `Nats-Msg-Id`; the two-minute
+/// duplicate window is JetStream's default and holds nothing.) A stream
 /// that exists with another replica count is changed to the configured one (JetStream moves a
 /// clustered stream's replicas without losing messages), so raising `SETTLE_EVENTS_REPLICAS` on
 /// a running deployment takes effect at the next start.

@@ -1,7 +1,9 @@
 //! The relay: publishes sequenced events to JetStream so that the stream sequence equals the
-//! global position. Each message carries `Nats-Msg-Id` = event id (dedup) and
-//! `Nats-Expected-Last-Sequence` = position − 1 (fencing), so an out-of-order or duplicate publish
-//! is refused by the server instead of silently shifting positions. After any failure — NATS
+//! global position. Each message carries `Nats-Expected-Last-Sequence` = position − 1
+//! (fencing), so an out-of-order or duplicate publish is refused by the server instead of
+//! silently shifting positions: a duplicate of position n finds the stream already at n. That
+//! check is the whole of the deduplication, so no `Nats-Msg-Id` is sent (the server would keep
+//! a window of ids for nothing). After any failure — NATS
 //! restarted, its data lost, a publish timed out — it reconciles from the stream's tail: the
 //! Postgres log is the truth, NATS only has to be refillable.
 //!
@@ -51,7 +53,7 @@ pub enum RelayError {
     },
 }
 
-/// Room kept in a message for the headers the relay adds (message id, expected sequence).
+/// Room kept in a message for the header the relay adds (the expected last sequence).
 pub const HEADER_ALLOWANCE: usize = 256;
 
 /// Why the relay is not getting events onto the bus, as the command-api's `/readyz` reports it.
@@ -241,7 +243,6 @@ impl Relay {
             }
             let publish = Publish::build()
                 .payload(wire.into())
-                .message_id(event.stored.event_id.to_string())
                 .expected_last_sequence(event.position - 1);
             let ack = self
                 .js
