@@ -2,8 +2,11 @@
 //! every touched stream's head is checked and advanced in stream order, all events go in with one
 //! multi-row insert, then the command's outcome and nonce are recorded.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{oneshot, Semaphore};
 
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -15,7 +18,9 @@ use crate::codec::{EncodedEvent, Metadata, SequencedEvent, StoredEvent};
 use crate::domain::event::Timestamp;
 use crate::domain::{event_id, CommandId, StreamName};
 
-/// The append, as one statement: one round trip, one commit in autocommit mode.
+/// The append, as one statement: one round trip, one commit in autocommit mode. It takes one
+/// command or a group of commands on disjoint streams (`Grouping`): everything below is per
+/// stream, per event or per command, so a group is the same checks as its members one by one.
 /// 1. `locked`: every declared stream's head row is locked in (category, id) order — so
 ///    concurrent appends cannot deadlock — `FOR UPDATE` (as the upsert takes) where the command appends (or
 ///    expects a stream not yet made), `FOR SHARE` where it only read what it decided on.
@@ -25,7 +30,7 @@ use crate::domain::{event_id, CommandId, StreamName};
 /// 3. `verdict`: a written stream that did not advance, one created although expected at a
 ///    version, or a read one not at its expected version, raises SE409 and aborts the statement.
 /// 4. One multi-row insert of the events, stamped with this transaction's id and their order.
-/// 5. The command outcome and nonce: a concurrent twin violates their primary keys.
+/// 5. Each command's outcome and nonce: a concurrent twin violates their primary keys.
 const APPEND_SQL: &str = "
 WITH declared AS (
     SELECT u.category, u.id, u.new_version, u.expected,
@@ -65,29 +70,37 @@ WITH declared AS (
 ), appended AS (
     INSERT INTO events (event_id, txid, tx_seq, category, stream_id, version, type_id, schema_version, payload, metadata, recorded_at)
     SELECT u.event_id, pg_current_xact_id()::text::bigint, u.ord::integer, u.category, u.stream_id, u.version,
-           u.type_id, u.schema_version, u.payload, $12, $13
-    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::smallint[], $11::bytea[])
-         WITH ORDINALITY AS u(event_id, category, stream_id, version, type_id, schema_version, payload, ord)
+           u.type_id, u.schema_version, u.payload, u.metadata, u.recorded_at
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::smallint[], $11::bytea[],
+                $12::bytea[], $13::timestamptz[])
+         WITH ORDINALITY AS u(event_id, category, stream_id, version, type_id, schema_version, payload,
+                              metadata, recorded_at, ord)
     WHERE NOT EXISTS (SELECT 1 FROM verdict)
     RETURNING 1
 ), outcome AS (
     INSERT INTO command_outcomes (command_id, request_hash, outcome, recorded_at, txid)
-    SELECT $14, $15, $16, $13, pg_current_xact_id()::text::bigint
+    SELECT c.command_id, c.request_hash, c.outcome, c.recorded_at, pg_current_xact_id()::text::bigint
+    FROM unnest($14::uuid[], $15::bytea[], $16::bytea[], $17::timestamptz[])
+         AS c(command_id, request_hash, outcome, recorded_at)
     WHERE NOT EXISTS (SELECT 1 FROM verdict)
     RETURNING 1
 ), nonce AS (
     INSERT INTO nonces (scope, nonce, payload_hash, command_id, recorded_at)
-    SELECT $17, $18, $19, $14, $13
-    WHERE $18::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM verdict)
+    SELECT n.scope, n.nonce, n.payload_hash, n.command_id, n.recorded_at
+    FROM unnest($18::text[], $19::text[], $20::bytea[], $21::uuid[], $22::timestamptz[])
+         AS n(scope, nonce, payload_hash, command_id, recorded_at)
+    WHERE NOT EXISTS (SELECT 1 FROM verdict)
     RETURNING 1
 )
 SELECT pg_current_xact_id()::text::bigint";
 
-/// Handle on the event store. Cheap to clone; clones share the stream cache.
+/// Handle on the event store. Cheap to clone; clones share the state cache and the grouping of
+/// concurrent appends.
 #[derive(Clone, Debug)]
 pub struct EventStore {
     pool: PgPool,
     cache: Arc<StateCache>,
+    grouping: Arc<Grouping>,
 }
 
 /// One event to append, to `stream`.
@@ -153,6 +166,10 @@ pub enum AppendError {
     /// before anything is written, so the relay never meets an event it cannot publish.
     #[error("an event of stream {stream} would be {bytes} bytes; at most {max} are allowed", max = crate::domain::limits::MAX_EVENT_BYTES)]
     EventTooLarge { stream: StreamName, bytes: usize },
+    /// The group this append was in went away before answering (its outcome is unknown: a
+    /// retry with the same command id finds it or appends it).
+    #[error("the grouped append was lost before it answered")]
+    GroupLost,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -206,6 +223,7 @@ impl EventStore {
         Self {
             pool,
             cache: Arc::default(),
+            grouping: Arc::new(Grouping::new(GROUP_APPENDERS)),
         }
     }
 
@@ -219,9 +237,154 @@ impl EventStore {
     }
 
     /// Appends all of a command's events atomically, or nothing.
+    ///
+    /// Group commit: while `GROUP_APPENDERS` appends are in flight, further requests queue, and
+    /// the next appender to free up takes every queued request on streams disjoint from the ones
+    /// it already took into one statement — one transaction, one commit for all of them. Each
+    /// member's checks are its own (versions, outcome, nonce); if the group fails for any
+    /// reason it is halved until the failing members stand alone, so a member's conflict or
+    /// twin is answered to it alone and never refuses another. A lone request is appended as
+    /// before.
     pub async fn append(&self, request: &AppendRequest) -> Result<Appended, AppendError> {
-        let mut conn = self.pool.acquire().await?;
-        append_on(&mut conn, request).await
+        let prepared = Prepared::of(request)?;
+        let (reply, mut answer) = oneshot::channel();
+        self.grouping.enqueue(Pending { prepared, reply });
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answer => {
+                    return answer.unwrap_or_else(|_| Err(AppendError::GroupLost));
+                }
+                permit = self.grouping.permits.clone().acquire_owned() => {
+                    let Ok(permit) = permit else {
+                        return Err(AppendError::GroupLost);
+                    };
+                    let group = self.grouping.take();
+                    if group.is_empty() {
+                        // Another appender took this request: its answer is coming.
+                        drop(permit);
+                        return answer.await.unwrap_or_else(|_| Err(AppendError::GroupLost));
+                    }
+                    // In a task of its own, so a caller that goes away (a closed connection)
+                    // cannot cut short a group that carries other callers' commands.
+                    let pool = self.pool.clone();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        run_group(&pool, group).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Appends that may run at once per store handle; requests beyond them queue and are grouped.
+pub const GROUP_APPENDERS: usize = 4;
+/// Most commands in one grouped append.
+pub const GROUP_COMMANDS_MAX: usize = 64;
+/// Most events in one grouped append (a command alone may have more).
+pub const GROUP_EVENTS_MAX: usize = 20_000;
+
+/// Queued appends and the permits of the appenders that run them.
+#[derive(Debug)]
+struct Grouping {
+    queue: Mutex<VecDeque<Pending>>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    prepared: Prepared,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+impl Grouping {
+    fn new(appenders: usize) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            permits: Arc::new(Semaphore::new(appenders.max(1))),
+        }
+    }
+
+    fn enqueue(&self, pending: Pending) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.push_back(pending);
+        }
+    }
+
+    /// The oldest queued requests whose streams are disjoint from one another, within the
+    /// group's bounds; the rest stay queued, in order.
+    fn take(&self) -> Vec<Pending> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut group: Vec<Pending> = Vec::new();
+        let mut streams: HashSet<StreamName> = HashSet::new();
+        let mut events = 0;
+        let mut kept = VecDeque::with_capacity(queue.len());
+        while let Some(pending) = queue.pop_front() {
+            let p = &pending.prepared;
+            let fits = group.is_empty()
+                || (group.len() < GROUP_COMMANDS_MAX
+                    && events + p.ids.len() <= GROUP_EVENTS_MAX
+                    && p.heads.keys().all(|s| !streams.contains(s)));
+            if fits {
+                events += p.ids.len();
+                streams.extend(p.heads.keys().cloned());
+                group.push(pending);
+            } else {
+                kept.push_back(pending);
+            }
+        }
+        *queue = kept;
+        group
+    }
+}
+
+/// Runs one group and answers each member.
+async fn run_group(pool: &PgPool, group: Vec<Pending>) {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let message = e.to_string();
+            for pending in group {
+                let error = sqlx::Error::Protocol(message.clone());
+                let _ = pending.reply.send(Err(AppendError::Database(error)));
+            }
+            return;
+        }
+    };
+    let members: Vec<&Prepared> = group.iter().map(|p| &p.prepared).collect();
+    let mut answers = Vec::with_capacity(group.len());
+    append_members(&mut conn, &members, &mut answers).await;
+    if group.len() > 1 {
+        metrics::histogram!("settle_append_group_commands").record(group.len() as f64);
+    }
+    for (pending, answer) in group.into_iter().zip(answers) {
+        let event_ids = pending.prepared.ids;
+        let _ = pending
+            .reply
+            .send(answer.map(|txid| Appended { txid, event_ids }));
+    }
+}
+
+/// Appends `members` as one statement; if that fails, halves them and tries each half, so a
+/// member that conflicts (or repeats a command or nonce) is found in a few statements and is
+/// answered alone, while the rest still commit together. One answer per member, in order.
+async fn append_members(
+    conn: &mut PgConnection,
+    members: &[&Prepared],
+    answers: &mut Vec<Result<i64, AppendError>>,
+) {
+    let result = append_prepared(conn, members).await;
+    match result {
+        Ok(txid) => answers.extend(members.iter().map(|_| Ok(txid))),
+        Err(error) if members.len() == 1 => answers.push(Err(error)),
+        Err(_) => {
+            let (left, right) = members.split_at(members.len() / 2);
+            Box::pin(append_members(conn, left, answers)).await;
+            Box::pin(append_members(conn, right, answers)).await;
+        }
     }
 }
 
@@ -231,22 +394,56 @@ pub async fn append_on(
     conn: &mut PgConnection,
     request: &AppendRequest,
 ) -> Result<Appended, AppendError> {
-    {
-        let mut heads: BTreeMap<&StreamName, (u64, u64)> = request
+    let prepared = Prepared::of(request)?;
+    let txid = append_prepared(conn, &[&prepared]).await?;
+    Ok(Appended {
+        txid,
+        event_ids: prepared.ids,
+    })
+}
+
+/// A request checked and laid out for the statement: each stream's expected and new version,
+/// and each event's id and version.
+#[derive(Debug)]
+struct Prepared {
+    heads: BTreeMap<StreamName, (u64, u64)>,
+    ids: Vec<Uuid>,
+    streams: Vec<StreamName>,
+    versions: Vec<i64>,
+    types: Vec<i32>,
+    schemas: Vec<i16>,
+    payloads: Vec<Vec<u8>>,
+    metadata: Vec<u8>,
+    recorded_at: DateTime<Utc>,
+    command_id: Uuid,
+    request_hash: [u8; 32],
+    outcome: Vec<u8>,
+    nonce: Option<NonceClaim>,
+}
+
+impl Prepared {
+    fn of(request: &AppendRequest) -> Result<Self, AppendError> {
+        let mut heads: BTreeMap<StreamName, (u64, u64)> = request
             .expected
             .iter()
-            .map(|(s, v)| (s, (*v, *v)))
+            .map(|(s, v)| (s.clone(), (*v, *v)))
             .collect();
         let n = request.events.len();
-        let (mut ids, mut cats, mut sids, mut versions, mut types, mut schemas, mut payloads) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let mut prepared = Self {
+            heads: BTreeMap::new(),
+            ids: Vec::with_capacity(n),
+            streams: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schemas: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: request.metadata.encode(),
+            recorded_at: to_datetime(request.recorded_at),
+            command_id: request.command_id.as_uuid(),
+            request_hash: request.request_hash,
+            outcome: request.outcome.clone(),
+            nonce: request.nonce.clone(),
+        };
         for (index, new) in request.events.iter().enumerate() {
             if new.event.payload.len() > crate::domain::limits::MAX_EVENT_BYTES {
                 return Err(AppendError::EventTooLarge {
@@ -258,64 +455,128 @@ pub async fn append_on(
                 .get_mut(&new.stream)
                 .ok_or_else(|| AppendError::UndeclaredStream(new.stream.clone()))?;
             head.1 += 1;
-            ids.push(event_id(request.command_id, index as u32));
-            cats.push(new.stream.category());
-            sids.push(new.stream.id());
-            versions.push(head.1 as i64);
-            types.push(new.event.type_id as i32);
-            schemas.push(new.event.schema_version as i16);
-            payloads.push(new.event.payload.as_slice());
+            prepared
+                .ids
+                .push(event_id(request.command_id, index as u32));
+            prepared.streams.push(new.stream.clone());
+            prepared.versions.push(head.1 as i64);
+            prepared.types.push(new.event.type_id as i32);
+            prepared.schemas.push(new.event.schema_version as i16);
+            prepared.payloads.push(new.event.payload.clone());
         }
-        let stream_cats: Vec<&str> = heads.keys().map(|s| s.category()).collect();
-        let stream_ids: Vec<&str> = heads.keys().map(|s| s.id()).collect();
-        let expected: Vec<i64> = heads.values().map(|v| v.0 as i64).collect();
-        let new_versions: Vec<i64> = heads.values().map(|v| v.1 as i64).collect();
-        let nonce = request.nonce.as_ref();
+        prepared.heads = heads;
+        Ok(prepared)
+    }
+}
 
-        let result = sqlx::query_scalar::<_, i64>(APPEND_SQL)
-            .bind(&stream_cats)
-            .bind(&stream_ids)
-            .bind(&expected)
-            .bind(&new_versions)
-            .bind(&ids)
-            .bind(&cats)
-            .bind(&sids)
-            .bind(&versions)
-            .bind(&types)
-            .bind(&schemas)
-            .bind(&payloads)
-            .bind(request.metadata.encode())
-            .bind(to_datetime(request.recorded_at))
-            .bind(request.command_id.as_uuid())
-            .bind(request.request_hash.as_slice())
-            .bind(request.outcome.as_slice())
-            .bind(nonce.map(|n| n.scope.as_str()))
-            .bind(nonce.map(|n| n.nonce.as_str()))
-            .bind(nonce.map(|n| n.payload_hash.as_slice()))
-            .fetch_one(&mut *conn)
-            .await;
-        match result {
-            Ok(txid) => Ok(Appended {
-                txid,
-                event_ids: ids,
-            }),
-            Err(sqlx::Error::Database(e)) => match (e.code().as_deref(), e.constraint()) {
-                // A deadlock cannot come of the ordered locks; if Postgres ever reports one,
-                // the append was aborted whole and re-deciding is the answer.
-                (Some("SE409") | Some("40P01"), _) => Err(AppendError::Conflict),
-                (Some("23505"), Some("command_outcomes_pkey")) => {
-                    Err(AppendError::DuplicateCommand)
-                }
-                (Some("23505"), Some("nonces_pkey")) => Err(AppendError::NonceTaken),
-                (Some("23505"), Some("events_txid_tx_seq_key")) => {
-                    Err(AppendError::SecondAppendInTransaction)
-                }
-                // A twin's events, or a version taken meanwhile: the stream moved.
-                (Some("23505"), _) => Err(AppendError::Conflict),
-                _ => Err(AppendError::Database(sqlx::Error::Database(e))),
-            },
-            Err(e) => Err(AppendError::Database(e)),
-        }
+/// One statement appending `members` (disjoint streams) in one transaction; its txid.
+async fn append_prepared(
+    conn: &mut PgConnection,
+    members: &[&Prepared],
+) -> Result<i64, AppendError> {
+    let heads: Vec<(&StreamName, &(u64, u64))> = {
+        let mut all: Vec<_> = members.iter().flat_map(|m| m.heads.iter()).collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    };
+    let stream_cats: Vec<&str> = heads.iter().map(|(s, _)| s.category()).collect();
+    let stream_ids: Vec<&str> = heads.iter().map(|(s, _)| s.id()).collect();
+    let expected: Vec<i64> = heads.iter().map(|(_, v)| v.0 as i64).collect();
+    let new_versions: Vec<i64> = heads.iter().map(|(_, v)| v.1 as i64).collect();
+    let events = members.iter().map(|m| m.ids.len()).sum();
+    let (mut ids, mut cats, mut sids, mut versions) = (
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+    );
+    let (mut types, mut schemas, mut payloads, mut metadata, mut at) = (
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+        Vec::with_capacity(events),
+    );
+    for m in members {
+        ids.extend_from_slice(&m.ids);
+        cats.extend(m.streams.iter().map(StreamName::category));
+        sids.extend(m.streams.iter().map(StreamName::id));
+        versions.extend_from_slice(&m.versions);
+        types.extend_from_slice(&m.types);
+        schemas.extend_from_slice(&m.schemas);
+        payloads.extend(m.payloads.iter().map(Vec::as_slice));
+        metadata.extend(std::iter::repeat_n(m.metadata.as_slice(), m.ids.len()));
+        at.extend(std::iter::repeat_n(m.recorded_at, m.ids.len()));
+    }
+    let command_ids: Vec<Uuid> = members.iter().map(|m| m.command_id).collect();
+    let request_hashes: Vec<&[u8]> = members.iter().map(|m| m.request_hash.as_slice()).collect();
+    let outcomes: Vec<&[u8]> = members.iter().map(|m| m.outcome.as_slice()).collect();
+    let command_at: Vec<DateTime<Utc>> = members.iter().map(|m| m.recorded_at).collect();
+    let claims: Vec<(&NonceClaim, &&Prepared)> = members
+        .iter()
+        .filter_map(|m| m.nonce.as_ref().map(|n| (n, m)))
+        .collect();
+    let result = sqlx::query_scalar::<_, i64>(APPEND_SQL)
+        .bind(&stream_cats)
+        .bind(&stream_ids)
+        .bind(&expected)
+        .bind(&new_versions)
+        .bind(&ids)
+        .bind(&cats)
+        .bind(&sids)
+        .bind(&versions)
+        .bind(&types)
+        .bind(&schemas)
+        .bind(&payloads)
+        .bind(&metadata)
+        .bind(&at)
+        .bind(&command_ids)
+        .bind(&request_hashes)
+        .bind(&outcomes)
+        .bind(&command_at)
+        .bind(
+            claims
+                .iter()
+                .map(|(n, _)| n.scope.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            claims
+                .iter()
+                .map(|(n, _)| n.nonce.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            claims
+                .iter()
+                .map(|(n, _)| n.payload_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(claims.iter().map(|(_, m)| m.command_id).collect::<Vec<_>>())
+        .bind(
+            claims
+                .iter()
+                .map(|(_, m)| m.recorded_at)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_one(&mut *conn)
+        .await;
+    match result {
+        Ok(txid) => Ok(txid),
+        Err(sqlx::Error::Database(e)) => match (e.code().as_deref(), e.constraint()) {
+            // A deadlock cannot come of the ordered locks; if Postgres ever reports one,
+            // the append was aborted whole and re-deciding is the answer.
+            (Some("SE409") | Some("40P01"), _) => Err(AppendError::Conflict),
+            (Some("23505"), Some("command_outcomes_pkey")) => Err(AppendError::DuplicateCommand),
+            (Some("23505"), Some("nonces_pkey")) => Err(AppendError::NonceTaken),
+            (Some("23505"), Some("events_txid_tx_seq_key")) => {
+                Err(AppendError::SecondAppendInTransaction)
+            }
+            // A twin's events, or a version taken meanwhile: the stream moved.
+            (Some("23505"), _) => Err(AppendError::Conflict),
+            _ => Err(AppendError::Database(sqlx::Error::Database(e))),
+        },
+        Err(e) => Err(AppendError::Database(e)),
     }
 }
 

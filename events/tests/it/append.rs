@@ -298,3 +298,87 @@ async fn a_stream_only_read_is_checked_and_locked_not_written() {
     assert_eq!(head_row().await.1, 3);
     db.drop_db().await;
 }
+
+/// Group commit: concurrent appends on disjoint streams share one transaction, each keeps its
+/// own checks, and a member that conflicts or repeats a command is answered alone — the others
+/// of its group still commit. Two appends on one stream are never grouped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_grouped_and_a_bad_member_refuses_only_itself() {
+    let db = TestDb::new().await;
+    let store = EventStore::new(db.pool.clone());
+    let contested = stream("account", "contested");
+    store
+        .append(&append_request(&contested, 0, 1, new_command()))
+        .await
+        .expect("first append");
+    let repeated = new_command();
+    store
+        .append(&append_request(&stream("account", "once"), 0, 1, repeated))
+        .await
+        .expect("the command's first append");
+
+    let mut requests: Vec<_> = (0..48)
+        .map(|n| append_request(&stream("account", &format!("g{n}")), 0, 2, new_command()))
+        .collect();
+    let stale = requests.len();
+    requests.push(append_request(&contested, 0, 1, new_command()));
+    let twin = requests.len();
+    requests.push(append_request(&stream("account", "other"), 0, 1, repeated));
+    let same_stream = requests.len();
+    requests.push(append_request(&contested, 1, 1, new_command()));
+    requests.push(append_request(&contested, 1, 1, new_command()));
+
+    let handles: Vec<_> = requests
+        .into_iter()
+        .map(|r| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(&r).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.expect("append task"));
+    }
+    let txids: Vec<i64> = results[..stale]
+        .iter()
+        .map(|r| r.as_ref().expect("a disjoint append commits").txid)
+        .collect();
+    let distinct: std::collections::BTreeSet<i64> = txids.iter().copied().collect();
+    assert!(
+        distinct.len() < txids.len(),
+        "48 concurrent appends on 4 appenders share transactions: {} distinct",
+        distinct.len()
+    );
+    assert!(
+        matches!(results[stale], Err(AppendError::Conflict)),
+        "{:?}",
+        results[stale]
+    );
+    assert!(
+        matches!(results[twin], Err(AppendError::DuplicateCommand)),
+        "{:?}",
+        results[twin]
+    );
+    let contested_wins = results[same_stream..].iter().filter(|r| r.is_ok()).count();
+    assert_eq!(contested_wins, 1, "{:?}", &results[same_stream..]);
+    for n in 0..48 {
+        let events = store
+            .load(&[stream("account", &format!("g{n}"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            events.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+    }
+    let outcomes: i64 = sqlx::query_scalar("SELECT count(*) FROM command_outcomes")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        2 + 48 + 1,
+        "every committed command has its outcome, once"
+    );
+    db.drop_db().await;
+}
