@@ -237,7 +237,12 @@ async fn run_batch_once(
     now: Timestamp,
 ) -> Result<BatchOutcome, ExecuteError> {
     let heads: Vec<StreamName> = steps.iter().map(|(id, _)| of::settlement(*id)).collect();
-    let head = store::load(store, &heads).await?;
+    // Cached heads (the finalizer warms them before they fall due) plan the batch without a
+    // read; a head that moved since makes the append refuse, and the command loads it afresh.
+    let head = match store::cached(store, &heads) {
+        Some(cached) => cached,
+        None => store::load(store, &heads).await?,
+    };
     let working = Working::from_loaded(&head);
     let mut outcome = BatchOutcome::default();
     let mut streams: Vec<StreamName> = Vec::new();

@@ -39,6 +39,10 @@ pub struct Config {
     /// long before another finalizer takes them over.
     #[arg(long, env = "SETTLE_FINALIZER_LEASE_SECONDS", default_value_t = 30.0)]
     pub lease_seconds: f64,
+    /// Seconds ahead of their deadline that due settlements have their streams loaded, so they
+    /// are decided without a read when they fall due (a cache fill only; 0 turns it off).
+    #[arg(long, env = "SETTLE_FINALIZER_WARM_SECONDS", default_value_t = 5.0)]
+    pub warm_seconds: f64,
     #[command(flatten)]
     pub webhooks: webhooks::WebhookConfig,
     /// Development mode: without `SETTLE_WEBHOOK_SEED`, sign webhooks with the public
@@ -100,6 +104,8 @@ pub async fn run(
         WorkerConfig {
             idle_poll: Duration::from_millis(config.poll_ms),
             lease,
+            warm_ahead: Duration::try_from_secs_f64(config.warm_seconds.max(0.0))
+                .context("SETTLE_FINALIZER_WARM_SECONDS is not a number of seconds")?,
             ..WorkerConfig::default()
         },
     );

@@ -7,8 +7,14 @@ use std::time::Duration;
 use events::domain::event::Timestamp;
 use std::collections::HashMap;
 
-use events::lifecycle::{run_batch, Step};
-use events::store::{to_datetime, EventStore, ExecuteError};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use events::domain::settlement::Settlement;
+use events::domain::stream::of;
+use events::domain::StreamName;
+use events::lifecycle::{self, run_batch, Step};
+use events::store::{from_datetime, load, to_datetime, EventStore, ExecuteError};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +32,9 @@ pub struct WorkerConfig {
     pub parallel_max: usize,
     /// Sleep between steps that found nothing due.
     pub idle_poll: Duration,
+    /// How far ahead of their deadline due settlements have their streams loaded into the
+    /// store's cache (`warm`), so that when they fall due their commands need no read.
+    pub warm_ahead: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -36,6 +45,7 @@ impl Default for WorkerConfig {
             group_max: 100,
             parallel_max: 8,
             idle_poll: Duration::from_millis(50),
+            warm_ahead: Duration::from_secs(5),
         }
     }
 }
@@ -56,7 +66,13 @@ pub struct Worker {
     store: EventStore,
     pool: PgPool,
     config: WorkerConfig,
+    /// Rows whose streams were loaded ahead, by settlement and due time (`warm`).
+    warmed: Arc<Mutex<HashSet<(Uuid, i64)>>>,
 }
+
+/// Most rows remembered as warmed; the set starts over past it (a row warmed twice costs one
+/// more read).
+const WARMED_MAX: usize = 100_000;
 
 struct Claimed {
     settlement_id: Uuid,
@@ -71,7 +87,57 @@ impl Worker {
             store,
             pool,
             config,
+            warmed: Arc::default(),
         }
+    }
+
+    /// Loads into the store's cache the streams of settlements falling due by `until` that are
+    /// not warmed yet: their settlement streams, then every stream their step will decide on
+    /// (`lifecycle::streams`). Only a cache fill: the step still claims, and its append checks
+    /// every version, so state that moves in between costs a read, never a wrong decision.
+    /// Returns how many rows it warmed.
+    pub async fn warm(&self, now: Timestamp, until: Timestamp) -> Result<usize, ExecuteError> {
+        let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+            "SELECT settlement_id, due_at, step FROM finalizer_due
+             WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until <= $2)
+             ORDER BY due_at LIMIT $3",
+        )
+        .bind(to_datetime(until))
+        .bind(to_datetime(now))
+        .bind(i64::from(self.config.batch_max) * 5)
+        .fetch_all(&self.pool)
+        .await?;
+        let fresh: Vec<(Uuid, Timestamp, Step)> = {
+            let Ok(mut warmed) = self.warmed.lock() else {
+                return Ok(0);
+            };
+            if warmed.len() > WARMED_MAX {
+                warmed.clear();
+            }
+            rows.into_iter()
+                .filter(|(id, due, _)| warmed.insert((*id, due.timestamp_micros())))
+                .map(|(id, due, step)| (id, from_datetime(due), step_of(&step)))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        for chunk in fresh.chunks(self.config.batch_max.max(1) as usize) {
+            let heads: Vec<StreamName> =
+                chunk.iter().map(|(id, _, _)| of::settlement(*id)).collect();
+            let loaded = load(&self.store, &heads).await?;
+            let mut streams: Vec<StreamName> = Vec::new();
+            for (id, due, step) in chunk {
+                let settlement: Settlement = loaded.aggregate(&of::settlement(*id));
+                if let Some(record) = settlement.record() {
+                    streams.extend(lifecycle::streams(record, *step, *due));
+                }
+            }
+            streams.sort();
+            streams.dedup();
+            load(&self.store, &streams).await?;
+        }
+        Ok(fresh.len())
     }
 
     async fn claim(&self, now: Timestamp) -> Result<Vec<Claimed>, sqlx::Error> {
@@ -95,11 +161,7 @@ impl Worker {
             .map(|(settlement_id, partner, step)| Claimed {
                 settlement_id,
                 partner,
-                step: if step == "finalize" {
-                    Step::Finalize
-                } else {
-                    Step::Execute
-                },
+                step: step_of(&step),
             })
             .collect())
     }
@@ -176,7 +238,8 @@ impl Worker {
         Ok(total)
     }
 
-    /// Steps until `shutdown`, sleeping when nothing is due.
+    /// Steps until `shutdown`, sleeping when nothing is due; while idle, warms what falls due
+    /// within `warm_ahead`.
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
             let now = Timestamp(chrono::Utc::now().timestamp_micros());
@@ -188,11 +251,27 @@ impl Worker {
                 }
             };
             if idle {
+                if !self.config.warm_ahead.is_zero() {
+                    let ahead =
+                        i64::try_from(self.config.warm_ahead.as_micros()).unwrap_or(i64::MAX);
+                    let until = Timestamp(now.0.saturating_add(ahead));
+                    if let Err(e) = self.warm(now, until).await {
+                        tracing::warn!(error = %e, "loading settlements falling due failed");
+                    }
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(self.config.idle_poll) => {}
                 }
             }
         }
+    }
+}
+
+fn step_of(step: &str) -> Step {
+    if step == "finalize" {
+        Step::Finalize
+    } else {
+        Step::Execute
     }
 }

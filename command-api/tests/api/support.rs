@@ -241,6 +241,10 @@ impl TestApp {
             retry_seconds,
             poll_ms: 20,
             lease_seconds: 30.0,
+            // Warm every settlement as soon as it is staged, so that every dispute, closure
+            // and retry a test makes afterwards meets a finalizer holding stale states: the
+            // steps must still decide on the current ones (ADR 0014).
+            warm_seconds: 3600.0,
             webhooks: webhook_config(),
             development: false,
             command: None,
