@@ -31,68 +31,12 @@ use crate::domain::{event_id, CommandId, StreamName};
 ///    version, or a read one not at its expected version, raises SE409 and aborts the statement.
 /// 4. One multi-row insert of the events, stamped with this transaction's id and their order.
 /// 5. Each command's outcome and nonce: a concurrent twin violates their primary keys.
-const APPEND_SQL: &str = "
-WITH declared AS (
-    SELECT u.category, u.id, u.new_version, u.expected,
-           (u.new_version <> u.expected OR u.expected = 0) AS writes
-    FROM unnest($1::text[], $2::text[], $4::bigint[], $3::bigint[]) AS u(category, id, new_version, expected)
-    ORDER BY u.category, u.id
-), locked AS (
-    SELECT d.category, d.id, d.new_version, d.expected, d.writes, coalesce(r.version, w.version) AS current
-    FROM declared d
-    LEFT JOIN LATERAL (
-        SELECT s.version FROM streams s
-        WHERE s.category = d.category AND s.id = d.id AND NOT d.writes
-        FOR SHARE
-    ) r ON true
-    LEFT JOIN LATERAL (
-        SELECT s.version FROM streams s
-        WHERE s.category = d.category AND s.id = d.id AND d.writes
-        FOR UPDATE
-    ) w ON true
-), heads AS (
-    INSERT INTO streams AS s (category, id, version, previous_version)
-    SELECT l.category, l.id, l.new_version, l.expected
-    FROM locked l
-    WHERE l.writes
-    ORDER BY l.category, l.id
-    ON CONFLICT (category, id) DO UPDATE
-        SET version = EXCLUDED.version, previous_version = EXCLUDED.previous_version
-        WHERE s.version = EXCLUDED.previous_version
-    RETURNING (xmax = 0) AS inserted, previous_version
-), verdict AS (
-    SELECT raise_stream_conflict()
-    FROM (SELECT count(*) AS advanced, count(*) FILTER (WHERE inserted AND previous_version <> 0) AS created_late FROM heads) h,
-         (SELECT count(*) FILTER (WHERE writes) AS writing,
-                 count(*) FILTER (WHERE NOT writes AND current IS DISTINCT FROM expected) AS stale
-          FROM locked) l
-    WHERE h.advanced <> l.writing OR h.created_late <> 0 OR l.stale <> 0
-), appended AS (
-    INSERT INTO events (event_id, txid, tx_seq, category, stream_id, version, type_id, schema_version, payload, metadata, recorded_at)
-    SELECT u.event_id, pg_current_xact_id()::text::bigint, u.ord::integer, u.category, u.stream_id, u.version,
-           u.type_id, u.schema_version, u.payload, u.metadata, u.recorded_at
-    FROM unnest($5::uuid[], $6::text[], $7::text[], $8::bigint[], $9::integer[], $10::smallint[], $11::bytea[],
-                $12::bytea[], $13::timestamptz[])
-         WITH ORDINALITY AS u(event_id, category, stream_id, version, type_id, schema_version, payload,
-                              metadata, recorded_at, ord)
-    WHERE NOT EXISTS (SELECT 1 FROM verdict)
-    RETURNING 1
-), outcome AS (
-    INSERT INTO command_outcomes (command_id, request_hash, outcome, recorded_at, txid)
-    SELECT c.command_id, c.request_hash, c.outcome, c.recorded_at, pg_current_xact_id()::text::bigint
-    FROM unnest($14::uuid[], $15::bytea[], $16::bytea[], $17::timestamptz[])
-         AS c(command_id, request_hash, outcome, recorded_at)
-    WHERE NOT EXISTS (SELECT 1 FROM verdict)
-    RETURNING 1
-), nonce AS (
-    INSERT INTO nonces (scope, nonce, payload_hash, command_id, recorded_at)
-    SELECT n.scope, n.nonce, n.payload_hash, n.command_id, n.recorded_at
-    FROM unnest($18::text[], $19::text[], $20::bytea[], $21::uuid[], $22::timestamptz[])
-         AS n(scope, nonce, payload_hash, command_id, recorded_at)
-    WHERE NOT EXISTS (SELECT 1 FROM verdict)
-    RETURNING 1
-)
-SELECT pg_current_xact_id()::text::bigint";
+///
+/// The statement is the body of `append_events` (schemas/migrations/0016_append_function.sql):
+/// as a function it is planned once per session with a generic plan, where as a prepared
+/// statement Postgres planned it afresh on every call.
+const APPEND_SQL: &str = "SELECT append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+    $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)";
 
 /// Handle on the event store. Cheap to clone; clones share the state cache and the grouping of
 /// concurrent appends.
