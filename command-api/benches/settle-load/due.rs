@@ -16,13 +16,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{signed, venue_with, App, Venue, ADMIN};
-
-fn rfc3339(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+use super::{signed, venue_with, App, Funding, Venue, ADMIN};
 
 /// Stages `count` settlements of `venue` whose deadlines all fall at `target_ms`.
 async fn stage_due(
@@ -51,11 +45,10 @@ async fn stage_due(
         if !response.status().is_success() {
             bail!("{path}: {}", response.text().await.unwrap_or_default());
         }
-        let cutoff = v.cutoff_ms.fetch_add(1, Ordering::SeqCst) + 1;
         let amounts = json!({&v.connections[0]: {"BTC": "-1"}, &v.connections[1]: {"BTC": "1"}});
         let body = signed(
             &v.partner.key,
-            json!({"externalId": format!("due-{tag}-{n}"), "settlementAmounts": amounts, "cutoffAt": rfc3339(cutoff)}),
+            json!({"externalId": format!("due-{tag}-{n}"), "settlementAmounts": amounts, "cutoffAt": v.next_cutoff()}),
             &[],
             &format!("due-{tag}-{n}"),
         );
@@ -151,7 +144,7 @@ pub async fn run(
     println!("settle-load: {count} settlements falling due in the same second, {partners} partners, {finalizers} finalizer process(es)");
     println!("provisioning…");
     let venues: Vec<Arc<Venue>> = futures::future::try_join_all(
-        (0..partners as u64).map(|n| venue_with(app, 5_000 + n, 2, true, json!(60))),
+        (0..partners as u64).map(|n| venue_with(app, 5_000 + n, 2, Funding::All, json!(60))),
     )
     .await?
     .into_iter()
