@@ -6,6 +6,8 @@
 //! Every phase works in a database and JetStream streams of its own, created here and removed at
 //! the end, so it never touches the stack's `settle` database or the `EVENTS` stream.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -193,75 +195,13 @@ struct Ctx {
     js: jetstream::Context,
     databases: Mutex<Vec<String>>,
     streams: Mutex<Vec<String>>,
-    interference: Arc<Interference>,
-}
-
-/// Client sessions outside the benchmark's databases that are running a statement right now.
-const FOREIGN_ACTIVE: &str = "SELECT count(*) FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND state <> 'idle' AND application_name <> $1
-      AND coalesce(datname, '') NOT LIKE 'bench\\_%'";
-
-/// What the sampler saw of other work on the same Postgres. The machine is shared (a test suite,
-/// the stack's own services), and on two cores any of it shows up in every figure, so a phase
-/// that ran beside it is flagged instead of silently reported as clean.
-#[derive(Debug, Default)]
-struct Interference {
-    samples: AtomicU64,
-    busy: AtomicU64,
-    most: AtomicU64,
-}
-
-impl Interference {
-    /// Samples since the last call, and how many of them saw foreign work (and at most how much).
-    fn take(&self) -> (u64, u64, u64) {
-        (
-            self.samples.swap(0, Ordering::Relaxed),
-            self.busy.swap(0, Ordering::Relaxed),
-            self.most.swap(0, Ordering::Relaxed),
-        )
-    }
-}
-
-async fn watch_interference(admin: PgPool, seen: Arc<Interference>, stop: CancellationToken) {
-    loop {
-        if let Ok(active) = sqlx::query_scalar::<_, i64>(FOREIGN_ACTIVE)
-            .bind(APPLICATION_NAME)
-            .fetch_one(&admin)
-            .await
-        {
-            let active = u64::try_from(active).unwrap_or(0);
-            seen.samples.fetch_add(1, Ordering::Relaxed);
-            if active > 0 {
-                seen.busy.fetch_add(1, Ordering::Relaxed);
-            }
-            seen.most.fetch_max(active, Ordering::Relaxed);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            () = stop.cancelled() => return,
-        }
-    }
+    interference: Arc<common::Interference>,
 }
 
 fn random_hex() -> String {
     let mut hex = Uuid::new_v4().simple().to_string();
     hex.truncate(12);
     hex
-}
-
-/// `url` with its database replaced: the leader takes a URL, not connect options.
-fn with_database(url: &str, database: &str) -> Result<String> {
-    let authority_start = url
-        .find("://")
-        .map(|i| i + 3)
-        .context("DATABASE_URL has no scheme (postgres://…)")?;
-    let rest = &url[authority_start..];
-    let (before_query, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
-    let authority = before_query.split('/').next().unwrap_or_default();
-    Ok(format!(
-        "{}{authority}/{database}{query}",
-        &url[..authority_start]
-    ))
 }
 
 impl Ctx {
@@ -277,7 +217,7 @@ impl Ctx {
             .execute(&self.admin)
             .await
             .with_context(|| format!("cannot create database {name}"))?;
-        let url = with_database(&self.base_url, &name)?;
+        let url = common::with_database(&self.base_url, &name)?;
         let pool = db::connect(&url, 1).await?;
         db::migrate(&pool).await?;
         pool.close().await;
@@ -1269,11 +1209,12 @@ async fn main() -> Result<()> {
         js,
         databases: Mutex::new(Vec::new()),
         streams: Mutex::new(Vec::new()),
-        interference: Arc::new(Interference::default()),
+        interference: Arc::new(common::Interference::default()),
     };
     let stop_watching = CancellationToken::new();
-    let watcher = tokio::spawn(watch_interference(
+    let watcher = tokio::spawn(common::watch_interference(
         ctx.admin.clone(),
+        APPLICATION_NAME,
         ctx.interference.clone(),
         stop_watching.clone(),
     ));

@@ -33,8 +33,9 @@
 //! theirs_p99_ms=…` (ratio = ours / theirs; with `--runs` > 1 the median of the runs and a
 //! `range` line with the min–max of each figure); lines starting with `#` are notes.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -573,21 +574,6 @@ async fn run_cell(
 // ---------------------------------------------------------------------------------------------
 // Databases, interference, reporting
 
-/// `url` with its database replaced.
-fn with_database(url: &str, database: &str) -> Result<String> {
-    let authority_start = url
-        .find("://")
-        .map(|i| i + 3)
-        .context("DATABASE_URL has no scheme (postgres://…)")?;
-    let rest = &url[authority_start..];
-    let (before_query, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
-    let authority = before_query.split('/').next().unwrap_or_default();
-    Ok(format!(
-        "{}{authority}/{database}{query}",
-        &url[..authority_start]
-    ))
-}
-
 struct Databases {
     admin: PgPool,
     base_url: String,
@@ -608,7 +594,7 @@ impl Databases {
             .execute(&self.admin)
             .await
             .with_context(|| format!("cannot create database {name}"))?;
-        with_database(&self.base_url, &name)
+        common::with_database(&self.base_url, &name)
     }
 
     async fn drop_all(&self) {
@@ -630,51 +616,6 @@ impl Databases {
             if !dropped {
                 eprintln!("peer-bench: cannot drop database {name}; drop it by hand");
             }
-        }
-    }
-}
-
-/// Client sessions outside the benchmark's databases running a statement right now.
-const FOREIGN_ACTIVE: &str = "SELECT count(*) FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND state <> 'idle' AND application_name <> $1
-      AND coalesce(datname, '') NOT LIKE 'bench\\_%'";
-
-/// What the sampler saw of other work on the same Postgres: on a shared 2-core machine it shows
-/// up in every figure, so a cell that ran beside it is flagged rather than reported as clean.
-#[derive(Debug, Default)]
-struct Interference {
-    samples: AtomicU64,
-    busy: AtomicU64,
-    most: AtomicU64,
-}
-
-impl Interference {
-    fn take(&self) -> (u64, u64, u64) {
-        (
-            self.samples.swap(0, Ordering::Relaxed),
-            self.busy.swap(0, Ordering::Relaxed),
-            self.most.swap(0, Ordering::Relaxed),
-        )
-    }
-}
-
-async fn watch_interference(admin: PgPool, seen: Arc<Interference>, stop: CancellationToken) {
-    loop {
-        if let Ok(active) = sqlx::query_scalar::<_, i64>(FOREIGN_ACTIVE)
-            .bind(APPLICATION_NAME)
-            .fetch_one(&admin)
-            .await
-        {
-            let active = u64::try_from(active).unwrap_or(0);
-            seen.samples.fetch_add(1, Ordering::Relaxed);
-            if active > 0 {
-                seen.busy.fetch_add(1, Ordering::Relaxed);
-            }
-            seen.most.fetch_max(active, Ordering::Relaxed);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            () = stop.cancelled() => return,
         }
     }
 }
@@ -736,7 +677,7 @@ fn print_cells(cells: &[((usize, usize), Vec<CellRun>)]) {
 async fn run(
     args: &Args,
     databases: &Databases,
-    interference: &Interference,
+    interference: &common::Interference,
 ) -> Result<Vec<((usize, usize), Vec<CellRun>)>> {
     let ours_url = databases.create("ours").await?;
     let pool = db::connect(&ours_url, 1).await?;
@@ -839,10 +780,11 @@ async fn main() -> Result<()> {
         base_url: args.database_url.clone(),
         made: Mutex::new(Vec::new()),
     };
-    let interference = Arc::new(Interference::default());
+    let interference = Arc::new(common::Interference::default());
     let stop_watching = CancellationToken::new();
-    let watcher = tokio::spawn(watch_interference(
+    let watcher = tokio::spawn(common::watch_interference(
         admin.clone(),
+        APPLICATION_NAME,
         interference.clone(),
         stop_watching.clone(),
     ));

@@ -302,23 +302,8 @@ pub async fn execute<R>(
 ) -> Result<Executed<R>, ExecuteError> {
     if let Some(loaded) = cached_but(store, &command.streams, 1) {
         if let Ok(decision) = decide(&loaded) {
-            match store
-                .append(&append_request(command, &loaded, &decision))
-                .await
-            {
-                Ok(appended) => {
-                    metrics::counter!("settle_commands_decided_total", "on" => "cached")
-                        .increment(1);
-                    write_through(store, &loaded, &decision.events);
-                    return Ok(Executed::Committed {
-                        outcome: decision.outcome,
-                        txid: Some(appended.txid),
-                    });
-                }
-                Err(
-                    AppendError::Conflict | AppendError::DuplicateCommand | AppendError::NonceTaken,
-                ) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(done) = commit(store, command, &loaded, decision, "cached").await? {
+                return Ok(done);
             }
         }
     }
@@ -338,26 +323,40 @@ pub async fn execute<R>(
             Ok(decision) => decision,
             Err(rejection) => return Ok(Executed::Rejected(rejection)),
         };
-        match store
-            .append(&append_request(command, &loaded, &decision))
-            .await
-        {
-            Ok(appended) => {
-                metrics::counter!("settle_commands_decided_total", "on" => "loaded").increment(1);
-                write_through(store, &loaded, &decision.events);
-                return Ok(Executed::Committed {
-                    outcome: decision.outcome,
-                    txid: Some(appended.txid),
-                });
-            }
-            // Someone else moved a stream, or recorded this very command or nonce: look again.
-            Err(
-                AppendError::Conflict | AppendError::DuplicateCommand | AppendError::NonceTaken,
-            ) => continue,
-            Err(e) => return Err(e.into()),
+        if let Some(done) = commit(store, command, &loaded, decision, "loaded").await? {
+            return Ok(done);
         }
     }
     Err(ExecuteError::Contention)
+}
+
+/// Appends `decision`, taken on `loaded` (`on`: cached or loaded states, for the metric), and
+/// writes the new states through to the cache. `None` when the command must look again:
+/// someone else moved a stream, or recorded this very command or nonce.
+async fn commit<R>(
+    store: &EventStore,
+    command: &Command,
+    loaded: &Loaded,
+    decision: Decision,
+    on: &'static str,
+) -> Result<Option<Executed<R>>, ExecuteError> {
+    match store
+        .append(&append_request(command, loaded, &decision))
+        .await
+    {
+        Ok(appended) => {
+            metrics::counter!("settle_commands_decided_total", "on" => on).increment(1);
+            write_through(store, loaded, &decision.events);
+            Ok(Some(Executed::Committed {
+                outcome: decision.outcome,
+                txid: Some(appended.txid),
+            }))
+        }
+        Err(AppendError::Conflict | AppendError::DuplicateCommand | AppendError::NonceTaken) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The append of `decision`, taken on `loaded`.
