@@ -1,8 +1,9 @@
 //! The finalizer benchmark: N settlements falling due in the same second. Each partner's
 //! dispute window is set just before each of its stagings so that every deadline
 //! (`createdAt + window`) lands on one target instant; the finalizer binary runs as a real
-//! process; afterwards each settlement's delay from its deadline to its execution is read from
-//! the event log (the `at` of `SettlementExecuted`, stamped when the finalizer decided it).
+//! process; the delay from the deadline until each settlement's execution is committed is
+//! observed by polling the log every 20 ms (the figure to judge by), and the `at` of
+//! `SettlementExecuted` — when the finalizer's step began deciding — is reported beside it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -181,8 +182,13 @@ pub async fn run(
         Duration::from_millis((target_ms - chrono::Utc::now().timestamp_millis()).max(0) as u64);
     tokio::time::sleep(target).await;
     let due_at = Instant::now();
+    // (time after the deadline, settlements whose execution is committed by then): the honest
+    // delay, at the polling's resolution. The `at` in the events is when the step began deciding,
+    // shared by every settlement of one finalizer step, so it understates what a settlement waits.
+    let mut seen: Vec<(Duration, usize)> = Vec::new();
     loop {
         let executed = executed_count(pool).await?;
+        seen.push((due_at.elapsed(), executed as usize));
         if executed as usize >= count {
             break;
         }
@@ -201,8 +207,22 @@ pub async fn run(
         "all {count} executed {:.2} s after the deadline (observed by polling the log every 20 ms)",
         all_done.as_secs_f64()
     );
+    let committed_by = |q: f64| {
+        let wanted = (q * count as f64).ceil() as usize;
+        seen.iter()
+            .find(|(_, n)| *n >= wanted)
+            .map_or(all_done, |(t, _)| *t)
+            .as_secs_f64()
+            * 1000.0
+    };
     println!(
-        "delay deadline → execution: p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (n={})",
+        "deadline → committed (polled every 20 ms): p50 {:.0} ms  p99 {:.0} ms  all {:.0} ms",
+        committed_by(0.5),
+        committed_by(0.99),
+        all_done.as_secs_f64() * 1000.0
+    );
+    println!(
+        "deadline → decided (the step's `at` in SettlementExecuted): p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (n={})",
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0,
