@@ -1167,13 +1167,7 @@ async fn run(ctx: &Ctx, results: &mut Results) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     let settings = Settings::from_args(&args)?;
     // Named, so the interference sampler can tell this process's own sessions from others'.

@@ -1,5 +1,5 @@
 //! What the event crate's benchmarks share: a sampler of other work on the same Postgres (so a
-//! figure measured beside it is flagged instead of reported as clean), and database URLs.
+//! figure measured beside it is flagged instead of reported as clean), database URLs, and logs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -76,4 +76,16 @@ pub fn with_database(url: &str, database: &str) -> Result<String> {
         "{}{authority}/{database}{query}",
         &url[..authority_start]
     ))
+}
+
+/// Logs on standard error, `warn` unless `RUST_LOG` says otherwise, so figures on standard out
+/// stay readable.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }

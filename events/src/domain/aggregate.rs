@@ -21,6 +21,17 @@ use super::DomainEvent;
 /// changes shape; `tests/it/golden.rs` pins the encoding so a change cannot go unnoticed.
 pub const STATE_SCHEMA: u16 = 1;
 
+/// Every category an aggregate folds, in the order of [`State`]'s variants.
+pub const CATEGORIES: [&str; 7] = [
+    User::CATEGORY,
+    Enterprise::CATEGORY,
+    Partner::CATEGORY,
+    Client::CATEGORY,
+    Custody::CATEGORY,
+    Connection::CATEGORY,
+    Settlement::CATEGORY,
+];
+
 /// The state of one stream, by the category it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
@@ -149,15 +160,7 @@ mod tests {
 
     #[test]
     fn an_initial_state_round_trips_its_encoding() {
-        for category in [
-            "user",
-            "enterprise",
-            "partner",
-            "client",
-            "custody",
-            "connection",
-            "settlement",
-        ] {
+        for category in CATEGORIES {
             let state = State::initial(category);
             assert_eq!(State::decode(&state.encode()), Some(state.clone()));
             assert_eq!(state.weight(), state.encode().len());

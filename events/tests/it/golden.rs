@@ -701,20 +701,11 @@ fn connection_key_layouts_decode_from_their_golden_bytes() {
 /// read as a new shape.
 #[test]
 fn folded_state_layouts_are_pinned_by_their_schema() {
-    use events::domain::aggregate::STATE_SCHEMA;
+    use events::domain::aggregate::{CATEGORIES, STATE_SCHEMA};
     use events::domain::State;
 
-    let categories = [
-        "user",
-        "enterprise",
-        "partner",
-        "client",
-        "custody",
-        "connection",
-        "settlement",
-    ];
     let samples = samples();
-    let states: Vec<(&str, State)> = categories
+    let states: Vec<(&str, State)> = CATEGORIES
         .iter()
         .map(|c| (*c, State::fold(c, &samples)))
         .collect();
